@@ -1,0 +1,33 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+COMP := $(VENV)/bin/comp
+STAMP := $(VENV)/.install-stamp
+DEMO := configs/demo.yaml
+
+.PHONY: install demo test test-all lint bench clean
+
+install: $(STAMP)
+
+# Re-install only when the declared dependencies or pins change.
+$(STAMP): setup.cfg constraints.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+demo: install
+	test -f data/demo/train.csv || $(COMP) data demo --out data/demo
+	$(COMP) folds make --config $(DEMO)
+
+test: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check comp tests
+
+clean:
+	rm -rf $(VENV) .cache data .pytest_cache .ruff_cache *.egg-info
+	find runs folds submissions -mindepth 1 ! -name .gitkeep -exec rm -rf {} +
+	find . -name __pycache__ -prune -exec rm -rf {} +

@@ -1,0 +1,72 @@
+"""Pieces shared by every command: the error-to-exit-code group and the config options."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+
+import click
+
+from comp.config import Config, env_flag, load_config
+from comp.errors import CompError
+
+
+class CompGroup(click.Group):
+    """A click group that turns a :class:`CompError` into one line on stderr and exit code 2.
+
+    ``COMP_DEBUG=1`` lets the traceback through instead.
+    """
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except CompError as exc:
+            if env_flag("COMP_DEBUG"):
+                raise
+            click.echo(f"error: {exc}", err=True)
+            sys.stderr.flush()
+            ctx.exit(2)
+
+
+def config_options(func):
+    """Add ``--config`` and ``--set`` to a command and pass it a loaded ``cfg``."""
+
+    @click.option(
+        "--config", "config_path", type=click.Path(path_type=Path), default=None,
+        help="Experiment config (default: configs/demo.yaml).",
+    )
+    @click.option(
+        "--set", "overrides", multiple=True, metavar="KEY=VALUE",
+        help="Override a config key, e.g. --set train.lr=1e-3 (repeatable).",
+    )
+    @functools.wraps(func)
+    def wrapper(*args, config_path: Path | None, overrides: tuple[str, ...], **kwargs):
+        cfg: Config = load_config(config_path, overrides)
+        return func(*args, cfg=cfg, **kwargs)
+
+    return wrapper
+
+
+def echo_table(rows: list[list[object]], headers: list[str]) -> None:
+    """Print a plain aligned text table."""
+    cells = [[str(h) for h in headers]] + [[_fmt(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    for n, row in enumerate(cells):
+        click.echo("  ".join(c.rjust(w) if n and _numeric(c) else c.ljust(w) for c, w in zip(row, widths)).rstrip())
+        if n == 0:
+            click.echo("  ".join("-" * w for w in widths))
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def _numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

@@ -1,0 +1,42 @@
+"""``comp data``: the embedded demo competition and a check of any competition folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from comp.cli import main
+from comp.cli.common import config_options, echo_table
+
+
+@main.group()
+def data() -> None:
+    """Build the demo competition or check a competition folder."""
+
+
+@data.command("demo")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("data/demo"), show_default=True,
+              help="Folder to write the competition to.")
+@click.option("--size", type=click.IntRange(8, 512), default=32, show_default=True, help="Image side in pixels.")
+@click.option("--force", is_flag=True, help="Rebuild the folder if it exists.")
+def demo(out: Path, size: int, force: bool) -> None:
+    """Write the embedded digits competition (train/, test/, CSVs, held-back solution.csv)."""
+    from comp.demo import build_demo
+
+    counts = build_demo(out, size=size, force=force)
+    click.echo(f"wrote {out}: {counts['train']} train and {counts['test']} test images, {counts['classes']} classes")
+
+
+@data.command("check")
+@config_options
+def check(cfg) -> None:
+    """Validate the competition folder named by data.root and print its class counts."""
+    from comp.competition import load_competition
+
+    comp = load_competition(cfg.data)
+    test = comp.test_table()
+    counts = comp.class_counts()
+    total = sum(counts.values())
+    echo_table([[c, n, f"{n / total:.1%}"] for c, n in counts.items()], ["class", "train", "share"])
+    click.echo(f"{comp.root}: {total} train images, {len(test)} test images, {comp.num_classes} classes: ok")
