@@ -206,11 +206,11 @@ def _type_name(annotation: Any) -> str:
     return getattr(annotation, "__name__", str(annotation))
 
 
-def _describe_error(err: dict[str, Any], source: str, overridden: set[str]) -> str:
+def _describe_error(err: dict[str, Any], source: str, overridden: set[str], override_source: str) -> str:
     # Unions add a tag per member to the location (``list[float]``): keep field names and indices only.
     parts = tuple(p for p in err["loc"] if isinstance(p, int) or str(p).isidentifier())
     loc = ".".join(str(p) for p in parts)
-    where = "--set" if any(loc == k or loc.startswith(k + ".") for k in overridden) else source
+    where = override_source if any(loc == k or loc.startswith(k + ".") for k in overridden) else source
     if err["type"] == "extra_forbidden":
         keys = _valid_keys(Config)
         close = difflib.get_close_matches(loc, keys, n=1, cutoff=0.6)
@@ -276,19 +276,21 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return raw
 
 
-def build_config(raw: dict[str, Any], source: str = "config", overridden: set[str] | None = None) -> Config:
+def build_config(raw: dict[str, Any], source: str = "config", overridden: set[str] | None = None,
+                 override_source: str = "--set") -> Config:
     """Validate a raw dict into a :class:`Config`, turning the first error into a ConfigError.
 
     Args:
         raw: the mapping read from YAML, overrides applied.
         source: what to name in messages (the config file).
-        overridden: dotted keys that came from ``--set`` (their errors name ``--set`` instead).
+        overridden: dotted keys that came from elsewhere (their errors name ``override_source`` instead).
+        override_source: where the overridden keys came from (``--set``, or a params file).
     """
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:
         errors = exc.errors()
-        message = _describe_error(errors[0], source, overridden or set())
+        message = _describe_error(errors[0], source, overridden or set(), override_source)
         if len(errors) > 1:
             message += f" (and {len(errors) - 1} more)"
         raise ConfigError(message) from None
@@ -314,3 +316,28 @@ def write_resolved(cfg: Config, directory: Path) -> Path:
 
 def env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def apply_params(cfg: Config, path: Path) -> Config:
+    """Apply a tuned-parameters YAML (``{"train.lr": 0.002, ...}``, dotted or nested) over ``cfg``.
+
+    Raises:
+        ConfigError: the file is malformed or names an unknown key.
+    """
+    params = read_yaml(Path(path))
+    flat = _flatten(params)
+    raw = cfg.to_dict()
+    for key, value in flat.items():
+        apply_overrides(raw, [f"{key}={json.dumps(value)}"])
+    return build_config(raw, "config", set(flat), override_source=str(path))
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat

@@ -34,7 +34,7 @@ def make_competition(tmp_path):
 
     def build(counts=None, ext="png", groups=None, n_test=5, root=None, size=16, label_values=None):
         counts = counts or {"cat": 6, "dog": 6, "eel": 6}
-        root = Path(root or tmp_path / "comp")
+        root = Path(root or tmp_path / "competition")
         rows = []
         for c_idx, (label, n) in enumerate(counts.items()):
             for i in range(n):

@@ -1,0 +1,1 @@
+"""Training: the fold engine, losses, metrics, checkpoints and distributed set-up."""

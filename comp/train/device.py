@@ -1,0 +1,104 @@
+"""Where training runs: device choice, mixed precision, threads, and the distributed (torchrun) set-up."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from comp.config import TrainConfig
+from comp.errors import TrainError
+
+
+@dataclass
+class Runtime:
+    """The device and precision a run uses, and its place in a distributed job."""
+
+    device: torch.device
+    amp_dtype: torch.dtype | None  # None: full fp32
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    def autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def grad_scaler(self) -> torch.amp.GradScaler:
+        """A scaler that is active only for fp16 (bf16 and fp32 need none)."""
+        return torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+
+
+def resolve_device(setting: str, local_rank: int = 0) -> torch.device:
+    """``auto``: CUDA, then MPS, then CPU; or an explicit ``cpu``, ``cuda``, ``cuda:1``, ``mps``."""
+    if setting == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", local_rank)
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(setting)
+    except RuntimeError:
+        raise TrainError(f"train.device: {setting!r} is not a device; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise TrainError("train.device: cuda requested but no CUDA device is available; use train.device=auto")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local_rank)
+    return device
+
+
+def resolve_amp(setting: str, device: torch.device) -> torch.dtype | None:
+    """Mixed precision only where it is fast: on CUDA bf16 if supported else fp16; fp32 elsewhere by default.
+
+    On a CPU without native bf16 a bf16 matmul is far slower than fp32, so ``auto`` keeps fp32 there.
+    """
+    if setting == "off":
+        return None
+    if setting == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if setting == "bf16" else torch.float16
+
+
+def setup_runtime(cfg: TrainConfig) -> Runtime:
+    """Pick the device and precision; join the process group when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = resolve_device(cfg.device, local_rank)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend=backend)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return Runtime(device, resolve_amp(cfg.amp, device), rank, world, local_rank)
+
+
+def barrier(runtime: Runtime) -> None:
+    if runtime.distributed:
+        dist.barrier()
+
+
+def teardown(runtime: Runtime) -> None:
+    if runtime.distributed and dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,142 @@
+"""One epoch of training and one pass of evaluation: the two functions the fold loop repeats."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm import tqdm
+
+from comp.data import normalize_batch, set_epoch, to_device
+from comp.errors import TrainError
+from comp.train.device import Runtime
+from comp.train.metrics import compute_metrics
+from comp.train.optim import PER_STEP, ModelEma
+
+
+@dataclass
+class StepContext:
+    """What a training epoch needs besides the model and the data."""
+
+    runtime: Runtime
+    optimizer: torch.optim.Optimizer
+    scheduler: object | None
+    scheduler_name: str
+    scaler: torch.amp.GradScaler
+    criterion: nn.Module
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    channels_last: bool
+    grad_clip: float | None
+    ema: ModelEma | None
+    label: str  # e.g. "fold 0": named in progress bars and errors
+
+
+def _check_finite(losses: list[torch.Tensor], first_step: int, epoch: int, ctx: StepContext) -> None:
+    """Raise on the first non-finite loss among the steps since the last check (one sync per check)."""
+    values = torch.stack(losses).float().cpu()
+    bad = (~torch.isfinite(values)).nonzero()
+    if len(bad):
+        step = first_step + int(bad[0])
+        raise TrainError(
+            f"{ctx.label}: loss is {values[int(bad[0])].item()} at epoch {epoch + 1}, step {step + 1}; "
+            f"training stopped and the last good checkpoint is kept; lower train.lr or set train.grad_clip"
+        )
+
+
+def _optimizer_step(model: nn.Module, loss: torch.Tensor, ctx: StepContext) -> None:
+    ctx.optimizer.zero_grad(set_to_none=True)
+    ctx.scaler.scale(loss).backward()
+    if ctx.grad_clip:
+        ctx.scaler.unscale_(ctx.optimizer)
+        nn.utils.clip_grad_norm_(model.parameters(), ctx.grad_clip)
+    ctx.scaler.step(ctx.optimizer)
+    ctx.scaler.update()
+    if ctx.scheduler is not None and ctx.scheduler_name in PER_STEP:
+        ctx.scheduler.step()
+    if ctx.ema is not None:
+        ctx.ema.update(model)
+
+
+def train_one_epoch(model: nn.Module, loader, epoch: int, ctx: StepContext) -> dict[str, float]:
+    """Train for one epoch; returns ``train_loss``, ``seconds`` and ``images_per_s``.
+
+    Raises:
+        TrainError: a non-finite loss (naming the epoch and step).
+    """
+    model.train()
+    set_epoch(loader, epoch)
+    device = ctx.runtime.device
+    check_every = 1 if device.type == "cpu" else 20  # a check syncs the device: rare on GPUs
+    total = torch.zeros((), device=device)
+    seen, window, window_start = 0, [], 0
+    start = time.perf_counter()
+    bar = tqdm(loader, desc=f"{ctx.label} epoch {epoch + 1}", leave=False, disable=None, unit="batch")
+    for step, batch in enumerate(bar):
+        images, labels = to_device(batch, device, ctx.channels_last)
+        images = normalize_batch(images, ctx.mean, ctx.std)  # (B, C, H, W) float
+        with ctx.runtime.autocast():
+            loss = ctx.criterion(model(images), labels)
+        _optimizer_step(model, loss, ctx)
+        total += loss.detach() * len(labels)
+        seen += len(labels)
+        window.append(loss.detach())
+        if len(window) >= check_every:
+            _check_finite(window, window_start, epoch, ctx)
+            bar.set_postfix(loss=f"{window[-1].item():.4f}", img_s=f"{seen / (time.perf_counter() - start):.0f}")
+            window, window_start = [], step + 1
+    if window:
+        _check_finite(window, window_start, epoch, ctx)
+    seconds = time.perf_counter() - start
+    train_loss = _all_reduce_mean(total, seen, ctx.runtime)
+    return {"train_loss": train_loss, "seconds": seconds, "images_per_s": seen * ctx.runtime.world_size / seconds}
+
+
+def _all_reduce_mean(total: torch.Tensor, count: int, runtime: Runtime) -> float:
+    if runtime.distributed:
+        pair = torch.stack([total.float(), torch.tensor(float(count), device=total.device)])
+        dist.all_reduce(pair)
+        return float(pair[0] / pair[1])
+    return float(total) / max(1, count)
+
+
+@torch.inference_mode()
+def predict_logits(model: nn.Module, loader, ctx: StepContext) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits (N, C) in float32 and labels (N,) for the whole loader, on the CPU."""
+    model.eval()
+    set_epoch(loader, 0)
+    outputs, targets = [], []
+    for batch in loader:
+        images, labels = to_device(batch, ctx.runtime.device, ctx.channels_last)
+        with ctx.runtime.autocast():
+            logits = model(normalize_batch(images, ctx.mean, ctx.std))
+        outputs.append(logits.float())
+        targets.append(labels)
+    return torch.cat(outputs).cpu(), torch.cat(targets).cpu()
+
+
+def evaluate(model: nn.Module, loader, index: np.ndarray, n_rows: int, ctx: StepContext) -> tuple[dict, np.ndarray]:
+    """Metrics on the validation fold and its class probabilities (n_rows, C) in fold order.
+
+    Under DDP each rank predicts its shard; shards are gathered so every rank sees all rows.
+    """
+    logits, labels = predict_logits(model, loader, ctx)
+    if ctx.runtime.distributed:
+        gathered = [None] * ctx.runtime.world_size
+        dist.all_gather_object(gathered, (index, logits.numpy(), labels.numpy()))
+        full_logits = np.zeros((n_rows, logits.shape[1]), dtype=np.float32)
+        full_labels = np.zeros(n_rows, dtype=np.int64)
+        for idx, lg, lb in gathered:  # padded duplicates write the same values twice
+            full_logits[idx], full_labels[idx] = lg, lb
+        logits, labels = torch.from_numpy(full_logits), torch.from_numpy(full_labels)
+    loss = ctx.criterion.to("cpu")(logits, labels).item()
+    ctx.criterion.to(ctx.runtime.device)
+    probs = torch.softmax(logits, dim=1).numpy()
+    if not math.isfinite(loss):
+        loss = float("nan")
+    return compute_metrics(labels.numpy(), probs, loss), probs

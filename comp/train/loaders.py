@@ -1,0 +1,98 @@
+"""The loaders of one fold: cached images, augmentation, imbalance sampling, DDP sharding."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
+
+from comp.competition import Competition
+from comp.config import Config
+from comp.data import (
+    ImageCache,
+    ImageDataset,
+    build_transforms,
+    class_weights,
+    create_loader,
+    make_sampler,
+    resolve_num_workers,
+)
+from comp.train.device import Runtime
+
+
+@dataclass
+class FoldLoaders:
+    train: DataLoader
+    valid: DataLoader | None
+    valid_index: np.ndarray | None  # rows of the validation loader, in its order, on this rank
+    loss_weights: torch.Tensor | None
+
+
+class ShardedSampler(Sampler):
+    """Every ``world``-th index of an inner sampler, padded so all ranks get the same count.
+
+    Every rank builds the inner sampler with the same generator seed, so the shards are disjoint
+    pieces of one epoch (used for the weighted sampler under DDP).
+    """
+
+    def __init__(self, inner: Sampler, rank: int, world: int):
+        self.inner, self.rank, self.world = inner, rank, world
+
+    @property
+    def generator(self):
+        return self.inner.generator
+
+    @generator.setter
+    def generator(self, value) -> None:
+        self.inner.generator = value
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.inner) / self.world)
+
+    def __iter__(self):
+        order = list(self.inner)
+        order += order[: len(self) * self.world - len(order)]
+        return iter(order[self.rank :: self.world])
+
+
+def _train_sampler(labels: np.ndarray, cfg: Config, runtime: Runtime) -> tuple[Sampler | None, bool]:
+    """(sampler or None, shuffle) for the training loader."""
+    weighted = make_sampler(labels, cfg.train.sampler_strength)
+    if not runtime.distributed:
+        return weighted, weighted is None
+    if weighted is not None:
+        return ShardedSampler(weighted, runtime.rank, runtime.world_size), False
+    dist_sampler = DistributedSampler(range(len(labels)), runtime.world_size, runtime.rank, shuffle=True,
+                                      seed=cfg.train.seed, drop_last=True)
+    return dist_sampler, False
+
+
+def build_fold_loaders(cfg: Config, comp: Competition, train_idx: np.ndarray, valid_idx: np.ndarray | None,
+                       runtime: Runtime, seed: int) -> FoldLoaders:
+    """Training and validation loaders of one fold (validation None for a full fit)."""
+    cache = ImageCache(cfg.data.cache_dir, cfg.data.image_size, cfg.data.channels,
+                       memory=len(comp.train) * cfg.data.image_size**2 * cfg.data.channels < 2**30)
+    paths = comp.train["path"].to_numpy()
+    targets = comp.train["target"].to_numpy()
+    workers = resolve_num_workers(cfg.data.num_workers)
+    train_ds = ImageDataset(paths[train_idx], targets[train_idx], cache, build_transforms(cfg.augment, train=True))
+    sampler, shuffle = _train_sampler(targets[train_idx], cfg, runtime)
+    per_rank_batch = max(1, cfg.train.batch_size // runtime.world_size)
+    train = create_loader(train_ds, per_rank_batch, shuffle=shuffle, sampler=sampler,
+                          drop_last=len(train_idx) > per_rank_batch, num_workers=workers,
+                          device=runtime.device, seed=seed)
+    weights = class_weights(targets[train_idx], comp.num_classes, cfg.train.class_weights)
+    if valid_idx is None:
+        return FoldLoaders(train, None, None, weights)
+    valid_ds = ImageDataset(paths[valid_idx], targets[valid_idx], cache, None)
+    index = np.arange(len(valid_idx))
+    valid_sampler = None
+    if runtime.distributed:
+        valid_sampler = DistributedSampler(index, runtime.world_size, runtime.rank, shuffle=False)
+        index = np.array(list(valid_sampler))
+    valid = create_loader(valid_ds, cfg.submit.batch_size, sampler=valid_sampler, num_workers=workers,
+                          device=runtime.device, seed=seed)
+    return FoldLoaders(train, valid, index, weights)

@@ -1,0 +1,101 @@
+"""Optimisers, learning-rate schedules, the loss and an EMA of the weights, built from the config."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from comp.config import TrainConfig
+
+PER_STEP = ("cosine", "onecycle")  # schedules stepped after every batch; plateau steps per epoch
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on weights only: biases and norm parameters (1-d) are not decayed."""
+    decay, no_decay = [], []
+    for param in model.parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim <= 1 else decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def create_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device, lr: float | None = None):
+    """AdamW, Adam or SGD (momentum, nesterov); fused kernels on CUDA, foreach on CPU."""
+    groups = param_groups(model, cfg.weight_decay)
+    lr = cfg.lr if lr is None else lr
+    fast = {"fused": True} if device.type == "cuda" else {"foreach": True}
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
+                               **fast)
+    cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    return cls(groups, lr=lr, **fast)
+
+
+def create_scheduler(optimizer, cfg: TrainConfig, steps_per_epoch: int, epochs: int | None = None):
+    """The configured schedule, or None. Cosine and one-cycle step per batch, plateau per epoch."""
+    epochs = epochs or cfg.epochs
+    total = max(1, steps_per_epoch * epochs)
+    if cfg.scheduler == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=total,
+            pct_start=max(0.05, min(0.5, cfg.warmup_epochs / epochs)) if cfg.warmup_epochs else 0.25,
+        )
+    if cfg.scheduler == "cosine":
+        warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(warmup, total))
+    if cfg.scheduler == "plateau":
+        mode = "min" if cfg.monitor in ("loss", "logloss") else "max"
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, factor=0.5, patience=2)
+    return None
+
+
+class WarmupCosine:
+    """Linear warm-up then cosine decay to 1% of the base rate (picklable for the scheduler state)."""
+
+    def __init__(self, warmup: int, total: int):
+        self.warmup, self.total = warmup, total
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        progress = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
+        return 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def create_criterion(weights: torch.Tensor | None, label_smoothing: float, device: torch.device) -> nn.Module:
+    """Cross-entropy with optional class weights and label smoothing."""
+    if weights is not None:
+        weights = weights.to(device=device, dtype=torch.float32)
+    return nn.CrossEntropyLoss(weight=weights, label_smoothing=label_smoothing)
+
+
+class ModelEma:
+    """Exponential moving average of a model's parameters and buffers (evaluated instead of the raw weights)."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.state = {k: v.detach().clone() for k, v in _unwrap(model).state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        for key, value in _unwrap(model).state_dict().items():
+            ema = self.state[key]
+            if value.dtype.is_floating_point:
+                ema.lerp_(value.detach(), 1.0 - self.decay)
+            else:
+                ema.copy_(value)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self.state
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        for key, value in state.items():
+            self.state[key].copy_(value)
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The module inside DDP and/or torch.compile wrappers."""
+    model = getattr(model, "module", model)
+    return getattr(model, "_orig_mod", model)

@@ -1,0 +1,165 @@
+"""``comp train``: the fold loop, out-of-fold predictions, the CV summary and the full fit."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from comp.competition import Competition, load_competition
+from comp.config import Config, write_resolved
+from comp.errors import TrainError
+from comp.folds import Folds, folds_hash, read_folds
+from comp.io import atomic_write_text
+from comp.train.device import Runtime, barrier, setup_runtime, teardown
+from comp.train.fold import EpochCallback, FoldResult, FoldSpec, FoldTrainer
+from comp.train.metrics import HIGHER_IS_BETTER, METRICS, compute_metrics
+
+# Settings that change where or how fast a run goes, not what it learns: a resume may change them.
+RUNTIME_ONLY = {"data": ("num_workers", "cache_dir"), "train": ("device", "threads", "compile")}
+
+
+def training_hash(cfg: Config) -> str:
+    """Hash of the settings that decide what a fold learns (not name, tune, submit or runtime-only keys)."""
+    raw = cfg.to_dict()
+    for section in ("name", "tune", "submit"):
+        raw.pop(section, None)
+    for section, keys in RUNTIME_ONLY.items():
+        for key in keys:
+            raw[section].pop(key, None)
+    return hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class TrainSummary:
+    run_dir: Path
+    results: list[FoldResult]
+    cv: dict | None
+
+
+def parse_fold_arg(value: str, k: int) -> list[int]:
+    """``all`` -> every fold; ``2`` or ``0,3`` -> those folds.
+
+    Raises:
+        TrainError: a fold outside 0..k-1.
+    """
+    if value == "all":
+        return list(range(k))
+    try:
+        folds = sorted({int(part) for part in value.split(",")})
+    except ValueError:
+        raise TrainError(f"--fold {value!r}: use all, a fold number or a comma list such as 0,2") from None
+    bad = [f for f in folds if not 0 <= f < k]
+    if bad:
+        raise TrainError(f"--fold {value}: fold {bad[0]} does not exist; the folds file has k={k} (0..{k - 1})")
+    return folds
+
+
+def fold_spec(folds: Folds, fold: int, run_dir: Path, epochs: int, fhash: str, chash: str) -> FoldSpec:
+    fold_col = folds.frame["fold"].to_numpy()
+    return FoldSpec(fold, np.flatnonzero(fold_col != fold), np.flatnonzero(fold_col == fold), epochs,
+                    run_dir / f"fold{fold}", fhash, chash)
+
+
+def _prepare_dir(spec: FoldSpec, resume: bool, runtime: Runtime) -> bool:
+    """Returns whether to resume from an existing ``last.pt``; a fresh run clears the folder."""
+    last = spec.out_dir / "last.pt"
+    if resume and last.is_file():
+        return True
+    if runtime.is_main:
+        if spec.out_dir.exists():
+            shutil.rmtree(spec.out_dir)
+        spec.out_dir.mkdir(parents=True)
+    barrier(runtime)
+    return False
+
+
+def run_fold(cfg: Config, comp: Competition, spec: FoldSpec, runtime: Runtime, resume: bool = False,
+             callback: EpochCallback | None = None, log: Callable[[str], None] = print) -> FoldResult:
+    """Train one fold (or the full fit), resuming from ``last.pt`` when asked and present."""
+    resuming = _prepare_dir(spec, resume, runtime)
+    trainer = FoldTrainer(cfg, comp, spec, runtime)
+    if resuming:
+        trainer.resume(spec.out_dir / "last.pt")
+        done = "already finished" if trainer.finished else f"resuming after epoch {trainer.start_epoch}"
+        log(f"fold {spec.fold}: {done}")
+    return trainer.run(callback, log)
+
+
+def run_training(cfg: Config, fold: str = "all", resume: bool = False, full: bool = False,
+                 full_epochs: int | None = None, log: Callable[[str], None] = print) -> TrainSummary:
+    """Train the requested folds, then (if every fold is done) write ``oof.csv`` and ``cv.json``; then the full fit.
+
+    Raises:
+        CompError: bad competition folder, folds file, checkpoint, or a failed fold.
+    """
+    runtime = setup_runtime(cfg.train)
+    try:
+        comp = load_competition(cfg.data)
+        folds = read_folds(cfg.folds.name, comp, k=cfg.folds.k)
+        run_dir, fhash, chash = cfg.run_dir, folds_hash(cfg.folds.name), training_hash(cfg)
+        if runtime.is_main:
+            write_resolved(cfg, run_dir)
+        results = []
+        for f in parse_fold_arg(fold, folds.k) if fold != "none" else []:
+            spec = fold_spec(folds, f, run_dir, cfg.train.epochs, fhash, chash)
+            results.append(run_fold(cfg, comp, spec, runtime, resume, log=log))
+        cv = write_cv(cfg, comp, folds, run_dir, fhash, chash) if runtime.is_main else None
+        if full:
+            epochs = full_epochs or cfg.train.full_epochs or mean_best_epoch(run_dir, folds.k)
+            spec = FoldSpec("full", np.arange(len(comp.train)), None, epochs, run_dir / "full", fhash, chash)
+            log(f"full fit on all {len(comp.train)} labelled images for {epochs} epochs")
+            results.append(run_fold(cfg, comp, spec, runtime, resume, log=log))
+        return TrainSummary(run_dir, results, cv)
+    finally:
+        teardown(runtime)
+
+
+def mean_best_epoch(run_dir: Path, k: int) -> int:
+    """Mean best epoch over the finished folds (the full fit's length when none is given)."""
+    best = [json.loads(p.read_text())["best_epoch"] for p in sorted(run_dir.glob("fold*/metrics.json"))]
+    if not best:
+        raise TrainError(f"{run_dir}: no finished fold to take the epoch count from; "
+                         f"train the folds first or pass --full-epochs N")
+    return max(1, int(round(float(np.mean(best)))))
+
+
+def write_cv(cfg: Config, comp: Competition, folds: Folds, run_dir: Path, fhash: str, chash: str) -> dict | None:
+    """Pool the folds' OOF predictions and write ``oof.csv`` and ``cv.json`` (None until every fold is done)."""
+    per_fold, best_epochs, parts = {}, [], []
+    for f in range(folds.k):
+        metrics_path, oof_path = run_dir / f"fold{f}" / "metrics.json", run_dir / f"fold{f}" / "oof.csv"
+        if not (metrics_path.is_file() and oof_path.is_file()):
+            continue
+        metrics = json.loads(metrics_path.read_text())
+        if metrics.get("folds_hash") != fhash or metrics.get("config_hash") != chash or not metrics["finished"]:
+            continue  # an old or unfinished fold does not belong in this CV
+        per_fold[str(f)] = {("loss" if k == "valid_loss" else k): v for k, v in metrics["metrics"].items()
+                            if k != "train_loss"}
+        best_epochs.append(metrics["best_epoch"])
+        parts.append(pd.read_csv(oof_path, dtype={"id": str}))
+    if len(per_fold) < folds.k:
+        return None
+    oof = pd.concat(parts).set_index("id").loc[comp.train["id"]].reset_index()
+    oof["label"] = comp.train["label"].to_numpy()
+    probs = oof[[f"prob_{c}" for c in comp.classes_]].to_numpy()
+    table = pd.DataFrame(per_fold).T
+    cv = {
+        "experiment": cfg.name, "config_hash": chash, "folds": cfg.folds.name, "folds_hash": fhash,
+        "classes": list(comp.classes_), "monitor": cfg.train.monitor,
+        "mode": "max" if HIGHER_IS_BETTER[cfg.train.monitor] else "min",
+        "per_fold": per_fold,
+        "mean": {m: float(table[m].mean()) for m in METRICS if m in table},
+        "std": {m: float(table[m].std(ddof=0)) for m in METRICS if m in table},
+        "oof": compute_metrics(comp.train["target"].to_numpy(), probs),
+        "best_epochs": best_epochs, "complete": True,
+    }
+    atomic_write_text(run_dir / "oof.csv", oof.to_csv(index=False, lineterminator="\n", float_format="%.6g"))
+    atomic_write_text(run_dir / "cv.json", json.dumps(cv, indent=2) + "\n")
+    return cv
