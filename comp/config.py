@@ -131,6 +131,7 @@ class SubmitConfig(Section):
     tta: str = "none"
     merge: Literal["mean", "geometric", "logits"] = "mean"
     use_full: bool = False
+    ordinal: bool = False  # labels from QWK cut-points tuned on the OOF expected grade
     batch_size: int = Field(256, ge=1)
 
 

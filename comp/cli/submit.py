@@ -1,0 +1,129 @@
+"""``comp submit`` and ``comp score``: the test predictions as a validated submission, and its test score."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from comp.cli import main
+from comp.cli.common import config_options, echo_table
+
+MERGES = ("mean", "geometric", "logits")
+METRICS = ("accuracy", "f1", "qwk", "auc", "logloss")
+
+
+def _sample_format(cfg):
+    from comp.competition import load_competition
+    from comp.submit.format import sample_format
+
+    comp = load_competition(cfg.data)
+    return sample_format(Path(cfg.data.root) / cfg.data.sample_submission, comp.classes_, cfg.data.id_col)
+
+
+def _check_tta(tta: str) -> None:
+    """Parse the policy early; a policy that is really an experiment name gets a hint."""
+    from comp.errors import ConfigError
+    from comp.predict.tta import parse_tta
+
+    if tta == "auto":
+        return
+    try:
+        parse_tta(tta)
+    except ConfigError:
+        if (Path("runs") / tta).is_dir():
+            raise ConfigError(f"--tta took {tta!r} as its policy; write `comp submit {tta} --tta` "
+                              f"or `comp submit --tta auto {tta}`") from None
+        raise
+
+
+def _print_auto(table, monitor: str) -> None:
+    from comp.predict.select import monitored_metric
+
+    metric = monitored_metric(monitor)
+    if metric == "logloss":
+        echo_table([[r.policy, r.merge, r.views, r.logloss] for r in table], ["policy", "merge", "views", "logloss"])
+    else:
+        rows = [[r.policy, r.merge, r.views, r.score, r.logloss] for r in table]
+        echo_table(rows, ["policy", "merge", "views", metric, "logloss"])
+    best = table[0]
+    click.echo(f"--tta auto: {best.policy} with {best.merge} merge (best OOF {metric})")
+
+
+def _print_result(result, monitor: str) -> None:
+    if result.auto_table:
+        _print_auto(result.auto_table, monitor)
+    cut = result.cutpoints
+    if cut is not None:
+        thresholds = ", ".join(f"{t:.3f}" for t in cut.thresholds)
+        click.echo(f"ordinal cut-points {thresholds}: OOF QWK {cut.qwk_start:.4f} -> {cut.qwk_tuned:.4f} "
+                   f"(argmax {cut.qwk_argmax:.4f})")
+    click.echo(f"{result.submission} written: {result.rows} rows, TTA {result.policy} ({len(result.views)} views), "
+               f"merge {result.merge}, {result.seconds:.1f}s; probabilities in {result.probs}")
+
+
+@main.command()
+@click.argument("experiments", nargs=-1)
+@click.option("--tta", is_flag=False, flag_value="auto", default=None, metavar="POLICY",
+              help="none, hflip, vflip, hvflip, d4, scale:0.9,1.0,1.1 (combine with +), or auto "
+                   "(chosen on OOF; a bare --tta means auto). Default: submit.tta.")
+@click.option("--merge", type=click.Choice(MERGES), default=None,
+              help="How views, folds and experiments are merged (default: submit.merge).")
+@click.option("--weights", default=None, metavar="W1,W2,...", help="Blend weights, one per experiment.")
+@click.option("--use-full/--no-use-full", default=None, help="Add the full/ model (default: submit.use_full).")
+@click.option("--ordinal/--no-ordinal", default=None,
+              help="Labels from QWK cut-points tuned on the OOF expected grade. Default: submit.ordinal.")
+@click.option("--batch-size", type=click.IntRange(1), default=None, help="Default: submit.batch_size.")
+@click.option("--check", "check_path", type=click.Path(path_type=Path), default=None, metavar="FILE",
+              help="Only check FILE against sample_submission.csv (exit 0 ok, 2 with the first problem).")
+@config_options
+def submit(cfg, experiments, tta, merge, weights, use_full, ordinal, batch_size, check_path) -> None:
+    """Predict the test set with every fold model of EXPERIMENTS (default: the config's name) and
+    write submissions/<exp>[-tta].csv in the shape of sample_submission.csv.
+    """
+    if check_path is not None:
+        from comp.submit.validate import check_file
+
+        check_file(check_path, _sample_format(cfg))
+        click.echo("ok")
+        return
+    import torch
+
+    from comp.predict.ensemble import parse_weights
+    from comp.submit.make import SubmitRequest, make_submission
+
+    names = list(experiments) or [cfg.name]
+    tta = tta or cfg.submit.tta
+    _check_tta(tta)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    if batch_size:
+        cfg.submit.batch_size = batch_size
+    request = SubmitRequest(
+        experiments=names, tta=tta, merge=merge or cfg.submit.merge,
+        weights=parse_weights(weights, len(names)) if weights else None,
+        use_full=cfg.submit.use_full if use_full is None else use_full,
+        ordinal=cfg.submit.ordinal if ordinal is None else ordinal,
+    )
+    _print_result(make_submission(cfg, request), cfg.train.monitor)
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--solution", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+              help="CSV with the true labels (id and label columns).")
+@click.option("--metric", "metrics", type=click.Choice(METRICS), multiple=True,
+              help="Metric(s) to report (repeatable; default: train.monitor, loss read as logloss).")
+@click.option("--ledger", type=click.Path(path_type=Path), default=Path("submissions/ledger.csv"),
+              show_default=True, help="Ledger CSV the scores are appended to.")
+@config_options
+def score(cfg, file, solution, metrics, ledger) -> None:
+    """Score FILE against a solution and append the scores to the ledger (CV score vs test score)."""
+    from comp.submit.score import append_ledger, ledger_rows, score_file
+
+    chosen = list(metrics) or ["logloss" if cfg.train.monitor == "loss" else cfg.train.monitor]
+    scores = score_file(file, solution, _sample_format(cfg), chosen, cfg.data.label_col)
+    rows = ledger_rows(file, scores)
+    append_ledger(rows, ledger)
+    echo_table([[r["metric"], r["test_score"], r["cv_score"] or "-"] for r in rows], ["metric", "test", "cv"])
+    click.echo(f"{ledger}: {len(rows)} line(s) appended for {rows[0]['experiment']}")

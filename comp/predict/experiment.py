@@ -1,0 +1,67 @@
+"""Predictions of a whole experiment: the test set through all its models, and its OOF under TTA views."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from comp.competition import Competition
+from comp.predict.inference import InferenceSettings, predict_merged, predict_view_logits
+from comp.predict.runs import Experiment
+from comp.predict.tta import View
+
+
+def _loader(exp: Experiment, paths: Sequence[Path], labels, settings: InferenceSettings, cache_dir: Path):
+    from comp.data import ImageCache, ImageDataset, create_loader
+
+    cache = ImageCache(cache_dir, exp.image_size, exp.config.data.channels)
+    dataset = ImageDataset(list(paths), labels, cache, None)
+    return create_loader(dataset, settings.batch_size, num_workers=settings.num_workers, device=settings.device)
+
+
+def _norm(exp: Experiment) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    return tuple(exp.config.augment.mean), tuple(exp.config.augment.std)
+
+
+def predict_test(exp: Experiment, test_paths: Sequence[Path], views: Sequence[View], mode: str,
+                 settings: InferenceSettings, cache_dir: Path) -> np.ndarray:
+    """Test probabilities (N, K) of all members x views of ``exp``, merged with ``mode``.
+
+    The images go through the loader once; every member runs on every view of each batch.
+
+    Args:
+        exp: The loaded experiment.
+        test_paths: Test image files, in submission order.
+        views: TTA views.
+        mode: Merge mode for views and members alike.
+        settings: Device, batch size, workers, precision.
+        cache_dir: Root of the image cache (``data.cache_dir``).
+    """
+    models = [m.build_model() for m in exp.members]
+    loader = _loader(exp, test_paths, None, settings, cache_dir)
+    mean, std = _norm(exp)
+    return predict_merged(models, loader, views, mode, settings, mean, std)
+
+
+def predict_oof_views(exp: Experiment, comp: Competition, views: Sequence[View], settings: InferenceSettings,
+                      cache_dir: Path) -> np.ndarray:
+    """OOF logits (N, V, K) in train order: each fold model on its own validation fold, under every view.
+
+    Args:
+        exp: The loaded experiment (its folds file says which rows each fold validated on).
+        comp: The competition (image paths in train order).
+        views: The views to predict under.
+        settings: Device, batch size, workers, precision.
+        cache_dir: Root of the image cache.
+    """
+    fold_of_row = exp.folds.frame["fold"].to_numpy()
+    paths = comp.train["path"].to_numpy()
+    mean, std = _norm(exp)
+    out = np.zeros((len(paths), len(views), len(exp.classes)), dtype=np.float32)
+    for member in exp.fold_members:
+        rows = np.flatnonzero(fold_of_row == member.fold)
+        loader = _loader(exp, paths[rows], None, settings, cache_dir)
+        out[rows] = predict_view_logits(member.build_model(), loader, views, settings, mean, std)
+    return out

@@ -1,0 +1,220 @@
+"""``comp submit``: experiments -> test predictions (TTA, folds, blend) -> a validated submission.
+
+Writes ``submissions/<stem>.csv`` (the sample's shape), ``<stem>-probs.csv`` (id + every class
+probability, for blending later) and ``<stem>.json`` (what it was made from), where ``<stem>`` is the
+experiment name, or ``a+b`` for a blend, plus ``-tta`` when a TTA policy other than ``none`` was used.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from comp.config import Config
+from comp.errors import SubmitError
+from comp.io import atomic_write_text
+from comp.predict.ensemble import merge_probs, normalize_weights
+from comp.predict.ordinal import CutPoints, apply_cutpoints, check_ordinal_classes, expected_grade, optimize_cutpoints
+from comp.predict.select import PolicyScore, blend_oof, score_policies, union_views
+from comp.predict.tta import AUTO_POLICIES, IDENTITY, parse_tta
+from comp.submit.format import SampleFormat, build_submission, probs_frame, sample_format, to_csv_text
+from comp.submit.validate import validate_text
+from comp.train.metrics import compute_metrics
+
+SUBMISSIONS_DIR = Path("submissions")
+
+
+@dataclass
+class SubmitRequest:
+    """What to submit (CLI options over the ``submit:`` config section).
+
+    Attributes:
+        experiments: Experiment names (runs/<name>); several are blended.
+        tta: A TTA policy (:func:`comp.predict.tta.parse_tta`) or ``auto`` (chosen on OOF).
+        merge: ``mean``, ``geometric`` or ``logits`` for views, folds and experiments (``auto`` chooses it).
+        weights: One blend weight per experiment (normalised); None: equal.
+        use_full: Add each experiment's ``full/`` model to its fold models.
+        ordinal: Tune QWK cut-points on the OOF expected grade and use them for the labels.
+    """
+
+    experiments: list[str]
+    tta: str = "none"
+    merge: str = "mean"
+    weights: list[float] | None = None
+    use_full: bool = False
+    ordinal: bool = False
+
+
+@dataclass
+class SubmitResult:
+    """What ``comp submit`` wrote and how it chose."""
+
+    submission: Path
+    probs: Path
+    meta: Path
+    rows: int
+    policy: str
+    merge: str
+    views: list[str]
+    auto_table: list[PolicyScore] | None = None
+    cutpoints: CutPoints | None = None
+    oof: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+@dataclass
+class _Context:
+    cfg: Config
+    comp: object
+    experiments: list
+    fmt: SampleFormat
+    weights: list[float]
+    settings: object
+
+
+def _load(cfg: Config, request: SubmitRequest, settings, runs_dir: Path) -> _Context:
+    from comp.competition import load_competition
+    from comp.predict.runs import check_classes, load_experiment
+
+    if not request.experiments:
+        raise SubmitError("no experiment to submit; name one, e.g. comp submit exp1")
+    weights = normalize_weights(request.weights or [1.0] * len(request.experiments), len(request.experiments))
+    comp = load_competition(cfg.data)
+    if request.ordinal:
+        check_ordinal_classes(comp.classes_)
+    fmt = sample_format(Path(cfg.data.root) / cfg.data.sample_submission, comp.classes_, cfg.data.id_col)
+    if request.ordinal and fmt.label_col is None:
+        raise SubmitError(f"{fmt.path}: --ordinal sets labels, but this sample wants one probability column per "
+                          f"class; drop --ordinal")
+    experiments = [load_experiment(n, comp, use_full=request.use_full, runs_dir=runs_dir) for n in request.experiments]
+    check_classes(experiments, comp)
+    return _Context(cfg, comp, experiments, fmt, weights, settings)
+
+
+def _oof_view_logits(ctx: _Context, views: list) -> list[np.ndarray]:
+    from comp.predict.experiment import predict_oof_views
+
+    return [predict_oof_views(e, ctx.comp, views, ctx.settings, ctx.cfg.data.cache_dir) for e in ctx.experiments]
+
+
+def _oof_probs(ctx: _Context, views: list, mode: str) -> np.ndarray:
+    """OOF probabilities under the chosen views (the run's oof.csv when there is no TTA)."""
+    from comp.predict.runs import read_oof_probs
+
+    if views == [IDENTITY]:
+        stored = [read_oof_probs(e, ctx.comp) for e in ctx.experiments]
+        if all(p is not None for p in stored):
+            return stored[0] if len(stored) == 1 else merge_probs(np.stack(stored), mode, ctx.weights).double().numpy()
+    return blend_oof(_oof_view_logits(ctx, views), list(range(len(views))), mode, ctx.weights)
+
+
+def _test_probs(ctx: _Context, views: list, mode: str) -> tuple[list[str], np.ndarray]:
+    from comp.predict.experiment import predict_test
+
+    table = ctx.comp.test_table()
+    per_exp = [predict_test(e, table["path"].tolist(), views, mode, ctx.settings, ctx.cfg.data.cache_dir)
+               for e in ctx.experiments]
+    probs = per_exp[0] if len(per_exp) == 1 else merge_probs(np.stack(per_exp), mode, ctx.weights).double().numpy()
+    return [str(i) for i in table["id"]], probs
+
+
+def _choose_policy(ctx: _Context, request: SubmitRequest, y: np.ndarray):
+    """(policy, merge mode, ``--tta auto`` table or None, OOF probabilities of the choice or None)."""
+    if request.tta != "auto":
+        return request.tta, request.merge, None, None
+    candidates = union_views(AUTO_POLICIES)
+    logits = _oof_view_logits(ctx, candidates)  # one OOF pass under every candidate view
+    table = score_policies(logits, candidates, y, ctx.cfg.train.monitor, AUTO_POLICIES, weights=ctx.weights)
+    best = table[0]
+    columns = [candidates.index(v) for v in parse_tta(best.policy)]
+    return best.policy, best.merge, table, blend_oof(logits, columns, best.merge, ctx.weights)
+
+
+def make_submission(cfg: Config, request: SubmitRequest, settings=None, out_dir: Path = SUBMISSIONS_DIR,
+                    runs_dir: Path = Path("runs")) -> SubmitResult:
+    """Predict the test set with the requested experiments, TTA and merge, validate, and write.
+
+    Args:
+        cfg: The config (competition folder, ``train.monitor`` for ``--tta auto``, device settings).
+        request: Experiments, TTA, merge, weights, ``use_full``, ``ordinal``.
+        settings: :class:`comp.predict.inference.InferenceSettings` (default: from ``cfg``).
+        out_dir: Where submissions go (relative to the working directory).
+        runs_dir: Where the experiments' runs are.
+
+    Returns:
+        The written paths, the choices made, the ``--tta auto`` table and the cut-points if any.
+
+    Raises:
+        CompError: Missing or inconsistent runs, a sample submission the classes do not fit, or a
+            submission that fails validation (nothing is written then).
+    """
+    start = time.perf_counter()
+    if settings is None:
+        from comp.predict.inference import resolve_settings
+
+        settings = resolve_settings(cfg.train.device, cfg.train.amp, cfg.submit.batch_size, cfg.data.num_workers,
+                                    cfg.train.channels_last)
+    ctx = _load(cfg, request, settings, runs_dir)
+    y = ctx.comp.train["target"].to_numpy()
+    policy, mode, table, oof = _choose_policy(ctx, request, y)
+    views = parse_tta(policy)
+    ids, probs = _test_probs(ctx, views, mode)
+    labels, cut = None, None
+    if request.ordinal:
+        oof = _oof_probs(ctx, views, mode) if oof is None else oof
+        cut = optimize_cutpoints(oof, y)
+        labels = apply_cutpoints(expected_grade(probs), cut.thresholds)
+    result = _write(ctx, request, ids, probs, labels, views, out_dir)
+    result.policy, result.merge, result.auto_table, result.cutpoints = policy, mode, table, cut
+    result.oof = _oof_metrics(oof, y, cut)
+    _write_meta(result, ctx, request)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _oof_metrics(oof: np.ndarray | None, y: np.ndarray, cut: CutPoints | None) -> dict[str, float]:
+    if oof is None:
+        return {}
+    metrics = compute_metrics(y, oof)
+    if cut is not None:
+        metrics["qwk"] = cut.qwk_tuned  # the labels come from the cut-points (tuned on these rows)
+    return metrics
+
+
+def _write(ctx: _Context, request: SubmitRequest, ids: list[str], probs: np.ndarray, labels, views,
+           out_dir: Path) -> SubmitResult:
+    stem = "+".join(request.experiments) + ("" if views == [IDENTITY] else "-tta")
+    out_dir = Path(out_dir)
+    path, probs_file = out_dir / f"{stem}.csv", out_dir / f"{stem}-probs.csv"
+    text = to_csv_text(build_submission(ctx.fmt, ids, probs, labels))
+    validate_text(text, ctx.fmt, f"{path} (not written)")
+    atomic_write_text(path, text)
+    atomic_write_text(probs_file, to_csv_text(probs_frame(ids, probs, ctx.comp.classes_)))
+    return SubmitResult(path, probs_file, out_dir / f"{stem}.json", len(ctx.fmt.ids), "", "",
+                        [v.name for v in views])
+
+
+def _write_meta(result: SubmitResult, ctx: _Context, request: SubmitRequest) -> None:
+    cut = result.cutpoints
+    meta = {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "experiments": request.experiments,
+        "weights": ctx.weights,
+        "config_hashes": [str(e.config_hash) for e in ctx.experiments],
+        "members": {e.name: [m.name for m in e.members] for e in ctx.experiments},
+        "tta": result.policy,
+        "views": result.views,
+        "merge": result.merge,
+        "sample_submission": str(ctx.fmt.path),
+        "ordinal": None if cut is None else {
+            "thresholds": [float(t) for t in cut.thresholds], "qwk_argmax": cut.qwk_argmax,
+            "qwk_start": cut.qwk_start, "qwk_tuned": cut.qwk_tuned,
+        },
+        "oof": result.oof,
+    }
+    atomic_write_text(result.meta, json.dumps(meta, indent=2) + "\n")
