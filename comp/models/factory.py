@@ -1,0 +1,108 @@
+"""Build a model from the ``model:`` config section: one of ours by name, or ``timm:<any timm name>``."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+
+from torch import nn
+
+from comp.config import ModelConfig
+from comp.errors import ModelError
+from comp.models import resnet, vgg
+
+TIMM_PREFIX = "timm:"
+
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "resnet18": resnet.resnet18,
+    "resnet34": resnet.resnet34,
+    "resnet50": resnet.resnet50,
+    "resnet101": resnet.resnet101,
+    "resnet152": resnet.resnet152,
+    "vgg11_bn": vgg.vgg11_bn,
+    "vgg13_bn": vgg.vgg13_bn,
+    "vgg16_bn": vgg.vgg16_bn,
+    "vgg19_bn": vgg.vgg19_bn,
+}
+
+
+def list_models() -> list[str]:
+    """Names of the architectures written here (valid ``model.name`` values besides ``timm:<name>``)."""
+    return list(MODELS)
+
+
+def check_name(name: str) -> None:
+    """Refuse a ``model.name`` that is neither ours nor ``timm:<name>`` (a timm name is checked when built).
+
+    Args:
+        name: The ``model.name`` value.
+
+    Raises:
+        ModelError: ``name`` is unknown; the message lists the valid names and the closest one.
+    """
+    if name in MODELS or name.startswith(TIMM_PREFIX):
+        return
+    close = difflib.get_close_matches(name, list(MODELS), n=1)
+    hint = f"did you mean {close[0]}? " if close else ""
+    raise ModelError(
+        f"model.name={name!r} is unknown; {hint}use one of {', '.join(MODELS)}, "
+        f"or {TIMM_PREFIX}<name> for any timm model"
+    )
+
+
+def create_model(cfg_model: ModelConfig, num_classes: int, in_chans: int) -> nn.Module:
+    """Build the model a config asks for, and load its pretrained weights if any.
+
+    Ours take ``activation`` and ``dropout`` (ResNets also ``zero_init_last``); a ``timm:`` model takes
+    ``dropout`` (timm's ``drop_rate``) and, when it is not ``relu``, ``activation`` (timm's ``act_layer``),
+    and keeps timm's own init.
+
+    Args:
+        cfg_model: The ``model:`` config section.
+        num_classes: Classifier outputs.
+        in_chans: Input image channels (1 or 3).
+
+    Returns:
+        The model, in training mode, on the CPU (or on the current default device).
+
+    Raises:
+        ModelError: Unknown name, settings the timm model does not accept, or weights that do not fit.
+    """
+    name = cfg_model.name
+    check_name(name)
+    if num_classes < 1:
+        raise ModelError(f"num_classes={num_classes}: a classifier needs at least 1 class")
+    if name.startswith(TIMM_PREFIX):
+        model = _create_timm(name[len(TIMM_PREFIX):], cfg_model, num_classes, in_chans)
+    else:
+        kwargs = dict(num_classes=num_classes, in_chans=in_chans, act=cfg_model.activation,
+                      drop_rate=cfg_model.dropout)
+        if name.startswith("resnet"):
+            kwargs["zero_init_last"] = cfg_model.zero_init_last
+        model = MODELS[name](**kwargs)
+    if cfg_model.pretrained:
+        from comp.models.pretrained import load_pretrained
+
+        load_pretrained(model, cfg_model.pretrained, name)
+    return model
+
+
+def _create_timm(arch: str, cfg_model: ModelConfig, num_classes: int, in_chans: int) -> nn.Module:
+    import timm
+
+    if not timm.is_model(arch):
+        close = difflib.get_close_matches(arch, timm.list_models(), n=5, cutoff=0.5)
+        hint = f"; close timm names: {', '.join(close)}" if close else ""
+        raise ModelError(f"model.name={TIMM_PREFIX}{arch}: timm has no model {arch!r}{hint} (see timm.list_models())")
+    kwargs: dict[str, object] = dict(pretrained=False, num_classes=num_classes, in_chans=in_chans)
+    if cfg_model.dropout:
+        kwargs["drop_rate"] = cfg_model.dropout
+    if cfg_model.activation != "relu":
+        kwargs["act_layer"] = cfg_model.activation
+    try:
+        return timm.create_model(arch, **kwargs)
+    except TypeError as exc:
+        raise ModelError(
+            f"model.name={TIMM_PREFIX}{arch} does not accept model.activation/model.dropout ({exc}); "
+            "leave them at relu / 0.0 for this model"
+        ) from None

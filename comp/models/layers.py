@@ -1,0 +1,36 @@
+"""Small building blocks shared by our architectures."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from comp.errors import ModelError
+
+ACTIVATIONS = ("relu", "leaky_relu", "silu", "gelu")
+
+
+def create_act(name: str, inplace: bool = True) -> nn.Module:
+    """Build an activation module by name, in-place where the op supports it.
+
+    In-place is safe where our blocks use it: after a BatchNorm (whose backward needs its input, not
+    its output) and after the residual sum. GELU has no in-place kernel and ignores ``inplace``.
+
+    Args:
+        name: One of :data:`ACTIVATIONS` (``relu``, ``leaky_relu``, ``silu``, ``gelu``).
+        inplace: Overwrite the input tensor instead of allocating a new one.
+
+    Returns:
+        The activation module.
+
+    Raises:
+        ModelError: ``name`` is not a known activation.
+    """
+    if name == "relu":
+        return nn.ReLU(inplace=inplace)
+    if name == "leaky_relu":
+        return nn.LeakyReLU(0.01, inplace=inplace)  # timm's and PyTorch's default slope
+    if name == "silu":
+        return nn.SiLU(inplace=inplace)
+    if name == "gelu":
+        return nn.GELU()
+    raise ModelError(f"activation {name!r} is unknown; use one of {', '.join(ACTIVATIONS)}")
