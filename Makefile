@@ -20,6 +20,13 @@ $(STAMP): setup.cfg constraints.txt pyproject.toml
 demo: install
 	test -f data/demo/train.csv || $(COMP) data demo --out data/demo
 	$(COMP) folds make --config $(DEMO)
+	$(COMP) tune --config $(DEMO)
+	$(COMP) train --config $(DEMO) --params runs/demo/tune/best_params.yaml
+	rm -f submissions/demo.csv submissions/demo-tta.csv
+	$(COMP) submit --config $(DEMO) --tta auto
+	# --tta auto writes demo-tta.csv, or demo.csv when no TTA beats none on the OOF predictions
+	$(COMP) score $$(ls submissions/demo-tta.csv submissions/demo.csv 2>/dev/null | head -1) \
+		--solution data/demo/solution.csv --metric accuracy
 
 test: install
 	$(PY) -m pytest -q

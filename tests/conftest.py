@@ -14,6 +14,18 @@ import yaml
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """One intra-op thread: the tiny models here gain nothing from more, and a second OpenMP thread on a
+    busy 2-core machine can make a step tens of times slower (spinning threads fight for the cores)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def write_image(path: Path, value: int, size: int = 16, channels: int = 3, seed: int = 0) -> None:
     """A small image whose mean encodes ``value`` (so classes are learnable), plus seeded noise."""
     rng = np.random.default_rng(seed)

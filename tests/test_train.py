@@ -119,7 +119,8 @@ def test_resume_after_sigkill_matches_uninterrupted(project):
         "from comp.cli import main\n"
         "main(['train', '--config', sys.argv[1], '--fold', '0', '--no-report'])\n"
     )
-    proc = subprocess.Popen([sys.executable, "-c", slow_cli, str(path)], cwd=project["dir"],
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}  # same float sums as this process
+    proc = subprocess.Popen([sys.executable, "-c", slow_cli, str(path)], cwd=project["dir"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     last = project["dir"] / "runs/exp/fold0/last.pt"
     deadline = time.time() + 120
