@@ -6,7 +6,7 @@ COMP := $(VENV)/bin/comp
 STAMP := $(VENV)/.install-stamp
 DEMO := configs/demo.yaml
 
-.PHONY: install demo test test-all lint bench clean
+.PHONY: install demo test lint bench clean
 
 install: $(STAMP)
 
@@ -32,7 +32,11 @@ test: install
 	$(PY) -m pytest -q
 
 lint: install
-	$(VENV)/bin/ruff check comp tests
+	$(VENV)/bin/ruff check comp tests benchmarks
+
+# Our speed against timm and the plain PyTorch loop: make bench BENCH_ARGS="--compare bench-out/old.json"
+bench: install
+	$(PY) -m benchmarks $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .cache data .pytest_cache .ruff_cache *.egg-info

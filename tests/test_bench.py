@@ -1,0 +1,150 @@
+"""The benchmark harness (``python -m benchmarks``) on tiny workloads: it runs, and its JSON and table hold
+every figure. Timings are never asserted: they depend on the machine.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+# benchmarks/ sits beside comp/ but is not installed: import it from the checkout whatever the working directory.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import __main__ as bench  # noqa: E402
+from benchmarks import report, workloads  # noqa: E402
+from benchmarks.measure import summarize  # noqa: E402
+
+TINY = {
+    "small": workloads.WorkloadSpec("small", n_train=25, n_test=4, ext="png", min_side=40, max_side=40),
+    "large": workloads.WorkloadSpec("large", n_train=25, n_test=4, ext="jpg", min_side=200, max_side=300),
+}
+
+
+@pytest.fixture
+def tiny_workloads(monkeypatch):
+    for name, spec in TINY.items():
+        monkeypatch.setitem(workloads.SPECS, name, spec)
+        monkeypatch.setitem(workloads.QUICK_COUNTS, name, (spec.n_train, spec.n_test))
+
+
+@pytest.fixture
+def keep_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_class_counts_are_imbalanced_with_at_least_five_each():
+    counts = workloads.class_counts(300)
+    assert sum(counts) == 300 and counts[0] == max(counts) and min(counts) >= workloads.MIN_PER_CLASS
+    with pytest.raises(ValueError, match="too few"):
+        workloads.class_counts(20)
+
+
+def test_workload_is_deterministic_and_cached(tmp_path):
+    spec = workloads.WorkloadSpec("small", n_train=25, n_test=2, ext="jpg", min_side=30, max_side=60)
+    first = workloads.ensure_workload(spec, tmp_path / "a")
+    second = workloads.ensure_workload(spec, tmp_path / "b")
+    names = sorted(p.relative_to(first) for p in first.rglob("*") if p.is_file())
+    assert names == sorted(p.relative_to(second) for p in second.rglob("*") if p.is_file())
+    assert all((first / n).read_bytes() == (second / n).read_bytes() for n in names)
+    stamp = (first / "spec.json").stat().st_mtime_ns
+    assert workloads.ensure_workload(spec, tmp_path / "a") == first  # reused, not rebuilt
+    assert (first / "spec.json").stat().st_mtime_ns == stamp
+    assert workloads.describe(first, spec)["class_counts"] == [5, 5, 5, 5, 5]
+
+
+def test_synthetic_label_changes_the_image():
+    plain = workloads.synth_image(0, 64, 80, np.random.default_rng(0))
+    spotted = workloads.synth_image(4, 64, 80, np.random.default_rng(0))
+    assert plain.shape == (64, 80, 3) and plain.dtype == np.uint8
+    assert (spotted >= plain).all() and (spotted > plain).any()  # same seed: the same image plus spots
+
+
+def test_unknown_workload_is_refused():
+    with pytest.raises(ValueError, match="unknown workload 'huge'"):
+        workloads.get_spec("huge")
+
+
+@pytest.mark.slow
+def test_quick_run_writes_every_figure_and_compares(tmp_path, tiny_workloads, keep_threads):
+    out = tmp_path / "bench.json"
+    args = bench.parse_args(["--quick", "--models", "resnet18", "--batch-size", "4", "--image-size", "32",
+                             "--threads", "2", "--device", "cpu", "--cache-dir", str(tmp_path / "cache"),
+                             "--out", str(out)])
+    lines: list[str] = []
+    results = bench.run(args, log=lines.append)
+    saved = json.loads(out.read_text())
+    assert saved["meta"]["device"] == "cpu" and saved["peak"]["median"] > 0
+    step = saved["model_step"]["resnet18"]
+    assert step["ours"]["median"] > 0 and step["timm"]["median"] > 0 and step["mfu"]["ours"] > 0
+    for name in ("small", "large"):
+        figures = saved["workloads"][name]
+        assert len(figures["train"]["epochs"]) == 2 and figures["train"]["train_images"] == 20
+        assert {"workers0", "workers2", "best"} <= set(figures["plain"])
+        assert figures["inference"]["images"] == 4 and figures["inference"]["tta_ratio"] > 0
+        assert figures["train"]["memory"]["peak_mb"] > 0
+        assert set(figures["ratios"]) == {"train_vs_step", "train_vs_plain", "first_epoch_vs_plain"}
+    assert len(saved["targets"]) == 8 and all(isinstance(t["pass"], bool) for t in saved["targets"])
+    table = "\n".join(lines)
+    assert "resnet18 ours/timm" in table and "large: comp train / plain loop (best)" in table
+
+    old = copy.deepcopy(results)
+    old["workloads"]["small"]["inference"]["tta_ratio"] = results["workloads"]["small"]["inference"]["tta_ratio"] / 2
+    assert "+100.0% !" in report.render_table(results, old)  # the TTA cost doubled: a regression
+    changes = report.compare(results, old)
+    assert changes["workloads.small.inference.tta_ratio"]["change_pct"] == pytest.approx(100.0)
+    assert changes["model_step.resnet18.ours"]["change_pct"] == 0.0
+
+
+def _fake_results() -> dict:
+    stat = summarize([10.0, 12.0, 11.0])
+    workload = {"train": {"first_epoch": 5.0, "later_epochs": stat, "memory": {"peak_mb": 900.0, "kind": "x"}},
+                "plain": {"workers0": stat, "best": 11.0},
+                "ratios": {"train_vs_step": 0.9, "train_vs_plain": 1.0, "first_epoch_vs_plain": 0.5},
+                "inference": {"none": stat, "d4": stat, "tta_ratio": 9.0}}
+    return {"meta": {"device": "cpu"}, "peak": {**stat, "dtype": "float32"},
+            "model_step": {"resnet18": {"ours": stat, "timm": stat, "ratio": summarize([0.96, 0.98]),
+                                        "mfu": {"ours": 0.3, "timm": 0.3}}},
+            "workloads": {"large": workload}}
+
+
+def test_targets_pass_and_miss():
+    verdicts = {t["key"]: t["pass"] for t in report.evaluate_targets(_fake_results())}
+    assert verdicts == {
+        "model_step.resnet18.ratio": True,  # median of 0.96 and 0.98
+        "model_step.resnet18.mfu.ours": False,
+        "workloads.large.ratios.train_vs_step": True,
+        "workloads.large.ratios.train_vs_plain": False,  # large needs 2x
+        "workloads.large.inference.tta_ratio": False,
+    }
+
+
+def test_table_and_json_round_trip(tmp_path):
+    results = _fake_results()
+    results["workloads"]["large"]["ratios"]["train_vs_step"] = float("nan")
+    path = report.write_results(results, tmp_path / "out" / "r.json")
+    assert json.loads(path.read_text())["workloads"]["large"]["ratios"]["train_vs_step"] is None
+    table = report.render_table(results, report.read_results(path))
+    assert "MISS" in table and "vs old" in table and "+0.0%" in table
+    with pytest.raises(SystemExit, match="not a benchmark JSON"):
+        (tmp_path / "bad.json").write_text("[]")
+        report.read_results(tmp_path / "bad.json")
+
+
+def test_compare_reports_each_figure_change():
+    old, new = _fake_results(), _fake_results()
+    new["model_step"]["resnet18"]["ours"] = summarize([13.2, 13.2])  # median 11 -> 13.2
+    new["workloads"]["large"]["train"]["memory"]["peak_mb"] = 450.0
+    changes = report.compare(new, old)
+    assert changes["model_step.resnet18.ours"]["change_pct"] == pytest.approx(20.0)
+    assert changes["workloads.large.train.memory.peak_mb"]["change_pct"] == pytest.approx(-50.0)
+    assert changes["workloads.large.inference.tta_ratio"]["change_pct"] == 0.0
+    table = report.render_table(new, old)
+    assert "+20.0%" in table and "-50.0%" in table and "!" not in table  # both got better
