@@ -326,19 +326,20 @@ def apply_params(cfg: Config, path: Path) -> Config:
         ConfigError: the file is malformed or names an unknown key.
     """
     params = read_yaml(Path(path))
-    flat = _flatten(params)
+    flat = flatten_keys(params)
     raw = cfg.to_dict()
     for key, value in flat.items():
         apply_overrides(raw, [f"{key}={json.dumps(value)}"])
     return build_config(raw, "config", set(flat), override_source=str(path))
 
 
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten_keys(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as dotted keys: ``{"train": {"lr": 1}}`` -> ``{"train.lr": 1}``."""
     flat: dict[str, Any] = {}
     for key, value in tree.items():
         dotted = f"{prefix}{key}"
         if isinstance(value, dict) and value:
-            flat.update(_flatten(value, dotted + "."))
+            flat.update(flatten_keys(value, dotted + "."))
         else:
             flat[dotted] = value
     return flat

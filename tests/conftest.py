@@ -88,3 +88,36 @@ def in_tmp(tmp_path, monkeypatch):
     """Run in an empty project folder (folds/, runs/, submissions/ are created there)."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+TINY_MODEL = "timm:test_resnet"  # 0.37M parameters: for tests of the loop, not of the model
+
+
+@pytest.fixture
+def tiny_project(make_competition, write_config, in_tmp):
+    """Factory: a 3-class competition (9 images each), a config using :data:`TINY_MODEL`, and its folds.
+
+    ``tiny_project(**base)`` merges ``base`` sections into the defaults; the returned ``config(**sections)``
+    writes variants of that config.
+    """
+    from click.testing import CliRunner
+
+    from comp.cli import main
+
+    def build(**base_sections):
+        root = make_competition(counts={"a": 9, "b": 9, "c": 9})
+
+        def config(**sections):
+            base = {"model": {"name": TINY_MODEL}, "train": {"epochs": 2, "batch_size": 8, "lr": 0.01},
+                    "data": {"cache_dir": str(in_tmp / "cache")}}
+            for extra in (base_sections, sections):
+                for key, value in extra.items():
+                    base.setdefault(key, {}).update(value)
+            return write_config(root, **base)
+
+        path = config()
+        result = CliRunner().invoke(main, ["folds", "make", "--config", str(path)])
+        assert result.exit_code == 0, result.output
+        return {"root": root, "config": config, "path": path, "dir": in_tmp}
+
+    return build

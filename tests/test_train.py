@@ -24,25 +24,11 @@ from comp.errors import CheckpointError, FoldsError, TrainError
 from comp.train.checkpoint import load_checkpoint
 from comp.train.runner import run_training
 
-TINY_MODEL = "timm:test_resnet"  # 0.37M parameters: the loop, not the model, is under test
-
 
 @pytest.fixture
-def project(make_competition, write_config, in_tmp):
+def project(tiny_project):
     """A tiny competition, its config (3 folds, 2 epochs) and folds file, in an empty project folder."""
-    root = make_competition(counts={"a": 9, "b": 9, "c": 9})
-
-    def config(**sections):
-        base = {"model": {"name": TINY_MODEL}, "train": {"epochs": 2, "batch_size": 8, "lr": 0.01},
-                "data": {"cache_dir": str(in_tmp / "cache")}, "augment": {"preset": "light"}}
-        for key, value in sections.items():
-            base.setdefault(key, {}).update(value)
-        return write_config(root, **base)
-
-    path = config()
-    result = CliRunner().invoke(main, ["folds", "make", "--config", str(path)])
-    assert result.exit_code == 0, result.output
-    return {"root": root, "config": config, "path": path, "dir": in_tmp}
+    return tiny_project(**{"augment": {"preset": "light"}})
 
 
 def quiet(_line: str) -> None:

@@ -31,26 +31,13 @@ from comp.tune.study import (
     worker_mark,
 )
 
-TINY_MODEL = "timm:test_resnet"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 @pytest.fixture
-def project(make_competition, write_config, in_tmp):
+def project(tiny_project):
     """A tiny 3-class competition, its config (1 tuning epoch on fold 0) and folds, in an empty project folder."""
-    root = make_competition(counts={"a": 9, "b": 9, "c": 9})
-
-    def config(**sections):
-        base = {"model": {"name": TINY_MODEL}, "train": {"epochs": 2, "batch_size": 8, "lr": 0.01},
-                "data": {"cache_dir": str(in_tmp / "cache")}, "tune": {"trials": 2, "epochs": 1}}
-        for key, value in sections.items():
-            base.setdefault(key, {}).update(value)
-        return write_config(root, **base)
-
-    path = config()
-    result = CliRunner().invoke(main, ["folds", "make", "--config", str(path)])
-    assert result.exit_code == 0, result.output
-    return {"root": root, "config": config, "path": path, "dir": in_tmp}
+    return tiny_project(**{"tune": {"trials": 2, "epochs": 1}})
 
 
 def quiet(_line: str) -> None:

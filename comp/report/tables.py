@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
+from comp.config import flatten_keys
 from comp.report.runs import RunData
 from comp.train.metrics import METRICS, compute_metrics
 
@@ -101,25 +102,13 @@ def fold_status(run: RunData) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("fold")
 
 
-def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested dicts as dotted keys: ``{"train": {"lr": 1}}`` -> ``{"train.lr": 1}``."""
-    flat = {}
-    for key, value in mapping.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            flat.update(flatten(value, dotted + "."))
-        else:
-            flat[dotted] = value
-    return flat
-
-
 def config_differences(runs: list[RunData]) -> pd.DataFrame:
     """Config keys (dotted) whose values differ between experiments; ``name`` is left out.
 
     Experiments without a ``config.yaml`` are left out of the comparison (their row stays empty),
     so one missing file does not make every key look different.
     """
-    flats = {r.name: flatten(r.config) for r in runs if r.config}
+    flats = {r.name: flatten_keys(r.config) for r in runs if r.config}
     keys = sorted({k for flat in flats.values() for k in flat} - {"name"})
     missing = object()
     differing = [k for k in keys if len({repr(f.get(k, missing)) for f in flats.values()}) > 1]
@@ -144,7 +133,7 @@ def comparison_table(runs: list[RunData]) -> pd.DataFrame:
             row[f"{metric} std"] = summary.at["std", metric] if "std" in summary.index else np.nan
         if "oof" in summary.index and run.monitor in summary.columns:
             row[f"oof {run.monitor}"] = summary.at["oof", run.monitor]
-        row.update({f"tuned {k}": _cell(v) for k, v in flatten(run.best_params).items()})
+        row.update({f"tuned {k}": _cell(v) for k, v in flatten_keys(run.best_params).items()})
         rows[run.name] = row
     scores = pd.DataFrame.from_dict(rows, orient="index")
     diffs = config_differences(runs).add_prefix("config ")
