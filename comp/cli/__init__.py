@@ -18,16 +18,5 @@ def main() -> None:
     """comp: folds -> tune -> train -> submit for image classification competitions."""
 
 
-def _register() -> None:
-    # Imported for their side effect of adding commands to `main`.
-    from comp.cli import data, folds  # noqa: F401
-
-    for optional in ("models", "train", "tune", "submit", "report"):
-        try:
-            __import__(f"comp.cli.{optional}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"comp.cli.{optional}":
-                raise
-
-
-_register()
+# Imported for their side effect of adding their commands to `main` (they import only click at the top).
+from comp.cli import data, folds, models, report, submit, train, tune  # noqa: E402, F401

@@ -17,6 +17,7 @@ from comp.config import Config, write_resolved
 from comp.errors import TrainError
 from comp.folds import Folds, folds_hash, read_folds
 from comp.io import atomic_write_text
+from comp.models.factory import check_name
 from comp.train.device import Runtime, barrier, setup_runtime, teardown
 from comp.train.fold import EpochCallback, FoldResult, FoldSpec, FoldTrainer
 from comp.train.metrics import HIGHER_IS_BETTER, METRICS, compute_metrics
@@ -99,6 +100,7 @@ def run_training(cfg: Config, fold: str = "all", resume: bool = False, full: boo
     Raises:
         CompError: bad competition folder, folds file, checkpoint, or a failed fold.
     """
+    check_name(cfg.model.name)  # a typo in the model fails now, not after the data is checked
     runtime = setup_runtime(cfg.train)
     try:
         comp = load_competition(cfg.data)
