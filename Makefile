@@ -39,6 +39,6 @@ bench: install
 	$(PY) -m benchmarks $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .cache data .pytest_cache .ruff_cache *.egg-info
-	find runs folds submissions -mindepth 1 ! -name .gitkeep -exec rm -rf {} +
+	rm -rf $(VENV) .cache data runs bench-out .pytest_cache .ruff_cache *.egg-info
+	find folds submissions -mindepth 1 ! -name .gitkeep -exec rm -rf {} +
 	find . -name __pycache__ -prune -exec rm -rf {} +
