@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import math
+import copy
 import time
 from dataclasses import dataclass
 
@@ -105,6 +105,12 @@ def _all_reduce_mean(total: torch.Tensor, count: int, runtime: Runtime) -> float
     return float(total) / max(1, count)
 
 
+def _criterion_on_cpu(criterion: nn.Module) -> nn.Module:
+    """The criterion for logits gathered on the CPU (a copy when its class weights live on the device)."""
+    weight = getattr(criterion, "weight", None)
+    return criterion if weight is None or weight.device.type == "cpu" else copy.deepcopy(criterion).cpu()
+
+
 @torch.inference_mode()
 def predict_logits(model: nn.Module, loader, ctx: StepContext) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits (N, C) in float32 and labels (N,) for the whole loader, on the CPU."""
@@ -134,9 +140,6 @@ def evaluate(model: nn.Module, loader, index: np.ndarray, n_rows: int, ctx: Step
         for idx, lg, lb in gathered:  # padded duplicates write the same values twice
             full_logits[idx], full_labels[idx] = lg, lb
         logits, labels = torch.from_numpy(full_logits), torch.from_numpy(full_labels)
-    loss = ctx.criterion.to("cpu")(logits, labels).item()
-    ctx.criterion.to(ctx.runtime.device)
+    loss = _criterion_on_cpu(ctx.criterion)(logits, labels).item()
     probs = torch.softmax(logits, dim=1).numpy()
-    if not math.isfinite(loss):
-        loss = float("nan")
     return compute_metrics(labels.numpy(), probs, loss), probs

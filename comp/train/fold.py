@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from comp.competition import Competition
-from comp.config import Config, ModelConfig
+from comp.config import Config
 from comp.data import derive_seed
 from comp.errors import CheckpointError
 from comp.io import atomic_write_text
@@ -182,8 +182,7 @@ class FoldTrainer:
                 log(f"fold {self.spec.fold}: early stop after {epoch + 1} epochs (best epoch {self.best_epoch})")
         if self.runtime.is_main:
             self.write_outputs()
-        stopped_early = self.finished and len(self.history) < self.spec.epochs
-        return FoldResult(self.spec.fold, self.history, self.best_epoch, self.best_score, stopped_early,
+        return FoldResult(self.spec.fold, self.history, self.best_epoch, self.best_score, self.stopped_early,
                           self.best_probs)
 
     def _validate(self, row: dict, epoch: int) -> bool:
@@ -217,6 +216,10 @@ class FoldTrainer:
         patience = self.cfg.train.early_stopping
         return bool(patience and self.loaders.valid is not None and self.bad_epochs >= patience)
 
+    @property
+    def stopped_early(self) -> bool:
+        return self.finished and len(self.history) < self.spec.epochs
+
     # -- outputs -------------------------------------------------------------------------------
     def write_outputs(self) -> None:
         out = self.spec.out_dir
@@ -227,7 +230,7 @@ class FoldTrainer:
             "fold": self.spec.fold, "monitor": monitor, "mode": "max" if HIGHER_IS_BETTER[monitor] else "min",
             "best_epoch": self.best_epoch, "best_score": self.best_score, "epochs_run": len(self.history),
             "epochs_planned": self.spec.epochs, "finished": self.finished,
-            "stopped_early": self.finished and len(self.history) < self.spec.epochs,
+            "stopped_early": self.stopped_early,
             "metrics": {k: v for k, v in best_row.items() if k not in ("epoch", "lr", "seconds", "images_per_s")},
             "config_hash": self.spec.config_hash, "folds_hash": self.spec.folds_hash,
         }
@@ -254,11 +257,3 @@ def format_epoch(fold, row: dict, epochs: int, monitor: str, improved: bool) -> 
         parts += [f"{m} {row[m]:.4f}" for m in ("accuracy", "f1", "qwk", "auc") if m in row]
     parts.append(f"{row['images_per_s']:.0f} img/s {row['seconds']:.1f}s")
     return "  ".join(parts) + ("  *" if improved and "valid_loss" in row else "")
-
-
-def model_from_checkpoint(state: dict) -> nn.Module:
-    """Rebuild a trained model (eval mode) from a checkpoint dict."""
-    settings = ModelConfig.model_validate({**state["config"]["model"], "pretrained": None})
-    model = create_model(settings, state["num_classes"], state["in_chans"])
-    model.load_state_dict(state["model"])
-    return model.eval()
