@@ -203,6 +203,30 @@ def test_sqlite_storage_url(project):
     assert len(load_study(project, storage=url).get_trials(states=FINISHED)) == 1
 
 
+def test_plots_skip_importances_when_every_trial_scored_the_same(tmp_path, monkeypatch):
+    """fANOVA raises on zero variance (seen on a GPU run where two trials tied): the tune must still finish."""
+    from comp.tune.plots import write_plots
+
+    study = optuna.create_study(direction="maximize")
+    for _ in range(3):
+        trial = study.ask()
+        trial.suggest_float("train.lr", 1e-4, 1e-1, log=True)
+        trial.suggest_float("train.weight_decay", 1e-5, 1e-3, log=True)
+        study.tell(trial, 0.6667)
+    written, skipped = write_plots(study, tmp_path, "accuracy")
+    assert {p.name for p in written} == {"optimization_history.png", "lr_vs_score.png"}
+    assert skipped == ["param_importances.png: all 3 complete trials scored the same: nothing to attribute"]
+
+    import comp.tune.plots as plots
+
+    def broken(study, monitor):
+        raise RuntimeError("Encountered zero total variance in all trees.")
+
+    monkeypatch.setattr(plots, "_history", broken)
+    written, skipped = write_plots(study, tmp_path, "accuracy")
+    assert "optimization_history.png: could not be drawn (Encountered zero total variance in all trees.)" in skipped
+
+
 # -- the budget and dead workers --------------------------------------------------------------------
 def test_dead_workers_trial_is_failed_and_requeued_once(tmp_path):
     study = optuna.create_study(study_name="s", storage=create_storage(str(tmp_path / "s.journal")))

@@ -1,7 +1,8 @@
 """The study's figures (PNG, matplotlib Agg): optimisation history, parameter importances, learning rate vs score.
 
 A figure that cannot say anything yet (no complete trial; importances with fewer than two complete
-trials or one parameter; no ``train.lr`` searched) is skipped with the reason.
+trials, one parameter, or every trial scoring the same; no ``train.lr`` searched) is skipped with the
+reason. A figure that fails to draw is skipped too: a plot never costs the study its results.
 """
 
 from __future__ import annotations
@@ -35,8 +36,7 @@ def write_plots(study: optuna.Study, out_dir: Path, monitor: str) -> tuple[list[
     written, skipped = [], []
     figures = {
         "optimization_history.png": (_history, "no complete trial" if not complete else None),
-        "param_importances.png": (_importances, "needs 2 complete trials and 2 parameters"
-                                  if len(complete) < 2 or len(names) < 2 else None),
+        "param_importances.png": (_importances, _importances_skip(complete, names)),
         "lr_vs_score.png": (_lr_vs_score, None if any(LR_KEY in t.params for t in complete)
                             else f"no complete trial searched {LR_KEY}"),
     }
@@ -44,11 +44,25 @@ def write_plots(study: optuna.Study, out_dir: Path, monitor: str) -> tuple[list[
         if reason is not None:
             skipped.append(f"{filename}: {reason}")
             continue
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ExperimentalWarning)
-            fig = draw(study, monitor)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ExperimentalWarning)
+                fig = draw(study, monitor)
+        except (RuntimeError, ValueError) as err:  # optuna's evaluators raise these on degenerate studies
+            plt.close("all")
+            skipped.append(f"{filename}: could not be drawn ({err})")
+            continue
         written.append(_save(fig, out_dir / filename))
     return written, skipped
+
+
+def _importances_skip(complete: list, names: list[str]) -> str | None:
+    """Why the importances cannot be computed, or None. fANOVA needs variance in the scores to attribute."""
+    if len(complete) < 2 or len(names) < 2:
+        return "needs 2 complete trials and 2 parameters"
+    if len({t.value for t in complete}) < 2:
+        return f"all {len(complete)} complete trials scored the same: nothing to attribute"
+    return None
 
 
 def _history(study: optuna.Study, monitor: str):
