@@ -219,7 +219,7 @@ def test_loop_options_run(project, extra):
 
 @pytest.mark.slow
 def test_ddp_two_cpu_processes_with_gloo(project):
-    path = project["config"](train={"epochs": 1, "batch_size": 8})
+    path = project["config"](train={"epochs": 1, "batch_size": 8, "device": "cpu"})  # CPU even where a GPU is
     run_training(load_config(path, ["name=single"]), fold="0", log=quiet)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
            "-m", "comp", "train", "--config", str(path), "--fold", "0", "--no-report", "--set", "name=ddp"]
@@ -232,3 +232,17 @@ def test_ddp_two_cpu_processes_with_gloo(project):
     assert len(pd.read_csv(ddp / "oof.csv")) == len(pd.read_csv(single / "oof.csv"))
     assert yaml.safe_load((project["dir"] / "runs/ddp/config.yaml").read_text())["name"] == "ddp"
     assert proc.stdout.count("fold 0 epoch") == 1  # only rank 0 logs
+
+
+def test_more_torchrun_processes_than_gpus_is_one_clear_error(monkeypatch):
+    """Seen on a 1-GPU machine: rank 1 of ``torchrun --nproc-per-node 2`` asked for cuda:1 and crashed in CUDA."""
+    from comp.train.device import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert resolve_device("auto", local_rank=0) == torch.device("cuda", 0)
+    for setting in ("auto", "cuda"):
+        with pytest.raises(TrainError, match=r"LOCAL_RANK 1 has no GPU of its own \(this machine has 1\); start "
+                                             r"torchrun with --nproc-per-node 1, or set train.device=cpu"):
+            resolve_device(setting, local_rank=1)
+

@@ -45,7 +45,7 @@ def resolve_device(setting: str, local_rank: int = 0) -> torch.device:
     """``auto``: CUDA, then MPS, then CPU; or an explicit ``cpu``, ``cuda``, ``cuda:1``, ``mps``."""
     if setting == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda", local_rank)
+            return _cuda_for_rank(local_rank, setting)
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
@@ -56,8 +56,19 @@ def resolve_device(setting: str, local_rank: int = 0) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise TrainError("train.device: cuda requested but no CUDA device is available; use train.device=auto")
     if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", local_rank)
+        device = _cuda_for_rank(local_rank, setting)
     return device
+
+
+def _cuda_for_rank(local_rank: int, setting: str) -> torch.device:
+    """GPU ``local_rank``: torchrun starts one process per GPU, so a rank past the last GPU is a launch error."""
+    count = torch.cuda.device_count()
+    if local_rank >= count:
+        raise TrainError(
+            f"train.device={setting}: process with LOCAL_RANK {local_rank} has no GPU of its own (this machine has "
+            f"{count}); start torchrun with --nproc-per-node {count}, or set train.device=cpu to train on CPU processes"
+        )
+    return torch.device("cuda", local_rank)
 
 
 def resolve_amp(setting: str, device: torch.device) -> torch.dtype | None:
