@@ -219,6 +219,7 @@ class PeakMemory:
 
     def __enter__(self) -> PeakMemory:
         if self.device.type == "cuda":
+            torch.cuda.init()  # a fresh process (the isolated comp train) has no allocator to reset yet
             release(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
             self.baseline_mb = torch.cuda.memory_allocated(self.device) / 2**20

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import cv2
@@ -95,6 +96,35 @@ def test_workers_do_not_change_the_batches(files, tmp_path):
     multi = [_epoch(loader, e) for e in (3, 4)]  # the same persistent workers serve both epochs
     assert torch.equal(multi[1][0], single[0]) and torch.equal(multi[1][1], single[1])
     assert not torch.equal(multi[0][0], single[0])
+
+
+class _ParentMark(torch.utils.data.Dataset):
+    """Items report a global that the parent sets after it starts: a forked worker sees it, a spawned one not."""
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, index: int) -> int:
+        return getattr(loader_mod, "_parent_mark", 0)
+
+
+def _marks_seen_by_workers() -> list[int]:
+    loader_mod._parent_mark = 42
+    return [int(v) for batch in create_loader(_ParentMark(), 2, num_workers=2, device=CPU) for v in batch]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="workers are forked on Linux only")
+def test_workers_are_forked_even_under_a_spawned_parent():
+    """A spawned process (comp tune --n-workers, the benchmark's isolated run) passes spawn on to its
+    DataLoader workers, which then import torch again before the first batch: 15 s for 8 workers on 2 cores.
+    comp forks them whatever the parent's default."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        assert pool.submit(_marks_seen_by_workers).result() == [42, 42, 42, 42]
+    loader = create_loader(_ParentMark(), 2, num_workers=1, device=CPU)
+    assert loader.multiprocessing_context.get_start_method() == "fork"
 
 
 def test_weighted_sampler_is_reseeded_per_epoch(files, tmp_path):

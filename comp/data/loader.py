@@ -24,8 +24,10 @@ Without ``set_epoch`` the epochs count 0, 1, 2, ... from the loader's creation.
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import os
 import random
+import sys
 from collections.abc import Iterator
 from typing import Any, Literal
 
@@ -117,6 +119,22 @@ def _seed_worker(worker_id: int) -> None:
         transform.set_random_seed(seed)
 
 
+def worker_context() -> multiprocessing.context.BaseContext | None:
+    """How DataLoader workers start: forked on Linux, whatever the calling process's default.
+
+    A worker that is forked starts in milliseconds with everything already imported; a spawned (or
+    forkserver) one imports torch, OpenCV and albumentations again, which took 15 s for 8 workers on a
+    2-core machine and ~8 s on a 16-core GPU machine, before the first batch. The default start
+    method is not always fork: a process started with spawn (``comp tune --n-workers``, the benchmark's
+    isolated run) passes spawn on to its children, and Python 3.14 makes forkserver the Linux default.
+    Workers only read images and never touch CUDA, so forking them from a CUDA process is safe.
+    Elsewhere (macOS, Windows) fork is unsafe or missing and the platform's default is kept (None).
+    """
+    if sys.platform.startswith("linux"):
+        return multiprocessing.get_context("fork")
+    return None
+
+
 def resolve_num_workers(setting: int | Literal["auto"]) -> int:
     """DataLoader worker processes for ``data.num_workers``.
 
@@ -171,7 +189,8 @@ def create_loader(dataset: Dataset, batch_size: int, *, shuffle: bool = False, s
     generator = torch.Generator().manual_seed(derive_seed(seed, 0, "workers"))
     extra: dict[str, Any] = {}
     if num_workers > 0:
-        extra = {"persistent_workers": True, "prefetch_factor": 4, "worker_init_fn": _seed_worker}
+        extra = {"persistent_workers": True, "prefetch_factor": 4, "worker_init_fn": _seed_worker,
+                 "multiprocessing_context": worker_context()}
     return DataLoader(
         dataset, batch_size=batch_size, sampler=epoch_sampler, drop_last=drop_last, num_workers=num_workers,
         pin_memory=torch.device(device).type == "cuda", generator=generator, **extra,
