@@ -246,3 +246,21 @@ def test_more_torchrun_processes_than_gpus_is_one_clear_error(monkeypatch):
                                              r"torchrun with --nproc-per-node 1, or set train.device=cpu"):
             resolve_device(setting, local_rank=1)
 
+
+def test_workers_and_the_next_epoch_started_ahead_change_nothing(project, monkeypatch):
+    """With workers, epoch N+1 starts loading before epoch N validates; the run must equal one with none."""
+    import comp.train.fold as fold_module
+
+    def with_workers(n: int):
+        return cfg.model_copy(update={"data": cfg.data.model_copy(update={"num_workers": n})})
+
+    cfg = load_config(project["path"], ["train.epochs=3"])
+    run_training(with_workers(0), fold="0", log=quiet)
+    plain = history(project["dir"] / "runs/exp")
+    plain_oof = (project["dir"] / "runs/exp/fold0/oof.csv").read_bytes()
+    started, real = [], fold_module.start_epoch
+    monkeypatch.setattr(fold_module, "start_epoch", lambda loader, epoch: started.append(epoch) or real(loader, epoch))
+    run_training(with_workers(2), fold="0", log=quiet)
+    assert started == [1, 2]  # epochs 2 and 3 were started before the validation of 1 and 2
+    pd.testing.assert_frame_equal(plain, history(project["dir"] / "runs/exp"))
+    assert (project["dir"] / "runs/exp/fold0/oof.csv").read_bytes() == plain_oof

@@ -24,6 +24,7 @@ _EXPORTS = {
     "derive_seed": "loader",
     "resolve_num_workers": "loader",
     "set_epoch": "loader",
+    "start_epoch": "loader",
     "to_device": "loader",
     "class_weights": "balance",
     "make_sampler": "balance",
@@ -43,6 +44,7 @@ __all__ = [
     "resize_image",
     "resolve_num_workers",
     "set_epoch",
+    "start_epoch",
     "to_device",
 ]
 
@@ -52,7 +54,15 @@ if TYPE_CHECKING:
     from comp.data.cache import ImageCache
     from comp.data.dataset import ImageDataset
     from comp.data.images import read_image, resize_image
-    from comp.data.loader import EpochSampler, create_loader, derive_seed, resolve_num_workers, set_epoch, to_device
+    from comp.data.loader import (
+        EpochSampler,
+        create_loader,
+        derive_seed,
+        resolve_num_workers,
+        set_epoch,
+        start_epoch,
+        to_device,
+    )
 
 
 def __getattr__(name: str) -> Any:

@@ -12,7 +12,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from comp.data import normalize_batch, set_epoch, to_device
+from comp.data import normalize_batch, set_epoch, start_epoch, to_device
 from comp.errors import TrainError
 from comp.train.device import Runtime
 from comp.train.metrics import compute_metrics
@@ -63,20 +63,26 @@ def _optimizer_step(model: nn.Module, loss: torch.Tensor, ctx: StepContext) -> N
         ctx.ema.update(model)
 
 
-def train_one_epoch(model: nn.Module, loader, epoch: int, ctx: StepContext) -> dict[str, float]:
+def train_one_epoch(model: nn.Module, loader, epoch: int, ctx: StepContext, batches=None) -> dict[str, float]:
     """Train for one epoch; returns ``train_loss``, ``seconds`` and ``images_per_s``.
+
+    Args:
+        batches: This epoch's iterator if it was started ahead (:func:`comp.data.start_epoch`);
+            None starts it here.
 
     Raises:
         TrainError: a non-finite loss (naming the epoch and step).
     """
     model.train()
-    set_epoch(loader, epoch)
+    if batches is None:
+        batches = start_epoch(loader, epoch)
     device = ctx.runtime.device
     check_every = 1 if device.type == "cpu" else 20  # a check syncs the device: rare on GPUs
     total = torch.zeros((), device=device)
     seen, window, window_start = 0, [], 0
     start = time.perf_counter()
-    bar = tqdm(loader, desc=f"{ctx.label} epoch {epoch + 1}", leave=False, disable=None, unit="batch")
+    bar = tqdm(batches, total=len(loader), desc=f"{ctx.label} epoch {epoch + 1}", leave=False, disable=None,
+               unit="batch")
     for step, batch in enumerate(bar):
         images, labels = to_device(batch, device, ctx.channels_last)
         images = normalize_batch(images, ctx.mean, ctx.std)  # (B, C, H, W) float

@@ -16,7 +16,7 @@ from torch import nn
 
 from comp.competition import Competition
 from comp.config import Config
-from comp.data import derive_seed
+from comp.data import derive_seed, start_epoch
 from comp.errors import CheckpointError
 from comp.io import atomic_write_text
 from comp.models.factory import create_model
@@ -162,11 +162,13 @@ class FoldTrainer:
     def run(self, callback: EpochCallback | None = None, log: Callable[[str], None] = print) -> FoldResult:
         out = self.spec.out_dir
         monitor = self.cfg.train.monitor
+        ahead = None  # the next epoch's batches, started before this epoch's validation
         for epoch in range(self.start_epoch, self.spec.epochs):
             if self.finished:
                 break
             row = {"epoch": epoch + 1, "lr": self.ctx.optimizer.param_groups[0]["lr"]}
-            row.update(train_one_epoch(self.wrapped, self.loaders.train, epoch, self.ctx))
+            row.update(train_one_epoch(self.wrapped, self.loaders.train, epoch, self.ctx, ahead))
+            ahead = self._start_ahead(epoch + 1)
             improved = self._validate(row, epoch)
             self.history.append(row)
             stop = self._early_stop(improved)
@@ -184,6 +186,14 @@ class FoldTrainer:
             self.write_outputs()
         return FoldResult(self.spec.fold, self.history, self.best_epoch, self.best_score, self.stopped_early,
                           self.best_probs)
+
+    def _start_ahead(self, epoch: int):
+        """Start loading epoch ``epoch`` now, so its workers work while this epoch validates (None: nothing to
+        gain without workers, or no such epoch)."""
+        loader = self.loaders.train
+        if epoch >= self.spec.epochs or loader.num_workers == 0:
+            return None
+        return start_epoch(loader, epoch)
 
     def _validate(self, row: dict, epoch: int) -> bool:
         """Add validation metrics to ``row``; step a plateau schedule; return whether this epoch is the best."""
