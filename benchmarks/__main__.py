@@ -31,14 +31,15 @@ class Plan:
     min_rep_s: float = 0.5  # fast (GPU) steps are timed in groups lasting at least this long
     peak_reps: int = 10
     peak_n: int = 2048  # matmul side on the CPU; 4x on CUDA
-    epochs: int = 3  # comp train: epoch 1 builds the cache, the rest are "later epochs"
-    plain_epochs: int = 1
+    epochs: int = 4  # comp train: epoch 1 builds the cache, the rest are "later epochs" (3 samples)
+    plain_epochs: int = 2  # per worker setting: a spread for the plain loop too
     plain_workers: tuple[int, ...] = (0, 2)
     infer_reps: int = 3  # alternated none/d4 passes over the test images
 
     @classmethod
     def quick(cls) -> Plan:
-        return cls(step_reps=2, step_warmup=1, min_rep_s=0.05, peak_reps=3, peak_n=1024, epochs=2, infer_reps=1)
+        return cls(step_reps=2, step_warmup=1, min_rep_s=0.05, peak_reps=3, peak_n=1024, epochs=2, plain_epochs=1,
+                   infer_reps=1)
 
 
 def usable_cores() -> int:
@@ -57,7 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=usable_cores(), help="torch threads (default: usable cores)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--image-size", type=int, default=128)
-    parser.add_argument("--epochs", type=int, default=None, help="comp train epochs (default 3, --quick 2)")
+    parser.add_argument("--epochs", type=int, default=None, help="comp train epochs (default 4, --quick 2)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (as train.device)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"results JSON (default {DEFAULT_OUT})")
     parser.add_argument("--compare", type=Path, default=None, help="an earlier results JSON: print each change")
