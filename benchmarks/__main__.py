@@ -49,8 +49,15 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Errors as one line naming the option and the fix (exit code 2), without the usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0],
+    parser = OneLineParser(prog="python -m benchmarks", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workloads", default="small,large", help="comma list of small, large (default: both)")
     parser.add_argument("--models", default="resnet18,resnet50",
@@ -68,6 +75,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.threads < 1 or args.batch_size < 1 or args.image_size < 8 or (args.epochs or 2) < 2:
         parser.error("--threads and --batch-size must be >= 1, --image-size >= 8, --epochs >= 2")
+    from benchmarks import report, workloads
+
+    args.workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
+    unknown = [name for name in args.workloads if name not in workloads.SPECS]
+    if unknown or not args.workloads:
+        parser.error(f"--workloads: unknown {', '.join(unknown) or '(none given)'}; use one or more of "
+                     f"{', '.join(workloads.SPECS)}")
+    args.old = None  # refuse an unreadable --compare file before any work
+    if args.compare is not None:
+        try:
+            args.old = report.read_results(args.compare)
+        except SystemExit as exc:
+            parser.error(str(exc))
     return args
 
 
@@ -132,11 +152,8 @@ def run(args: argparse.Namespace, log=print) -> dict:
     from comp.train.device import setup_runtime
 
     plan = Plan.quick() if args.quick else Plan()
-    names = [w.strip() for w in args.workloads.split(",") if w.strip()]
-    for name in names:
-        workloads.get_spec(name)  # refuse an unknown name before any work
+    names, old = args.workloads, args.old
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
-    old = report.read_results(args.compare) if args.compare else None
     runtime = setup_runtime(TrainConfig(device=args.device, threads=args.threads))
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
@@ -169,7 +186,13 @@ def run(args: argparse.Namespace, log=print) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    run(parse_args(argv))
+    from comp.errors import CompError
+
+    try:
+        run(parse_args(argv))
+    except CompError as exc:  # e.g. --device cuda on a machine without one
+        print(f"python -m benchmarks: error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -148,3 +148,14 @@ def test_compare_reports_each_figure_change():
     assert changes["workloads.large.inference.tta_ratio"]["change_pct"] == 0.0
     table = report.render_table(new, old)
     assert "+20.0%" in table and "-50.0%" in table and "!" not in table  # both got better
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--workloads", "large,smal"], "--workloads: unknown smal; use one or more of small, large"),
+    (["--compare", "nope.json"], "--compare nope.json: cannot read it"),
+])
+def test_bad_arguments_are_one_line_before_any_work(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        bench.parse_args(argv)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and message in err and len(err.strip().splitlines()) == 1
