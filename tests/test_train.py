@@ -245,6 +245,9 @@ def test_more_torchrun_processes_than_gpus_is_one_clear_error(monkeypatch):
         with pytest.raises(TrainError, match=r"LOCAL_RANK 1 has no GPU of its own \(this machine has 1\); start "
                                              r"torchrun with --nproc-per-node 1, or set train.device=cpu"):
             resolve_device(setting, local_rank=1)
+    assert resolve_device("cuda:0", local_rank=1) == torch.device("cuda", 0)  # an explicit GPU is kept
+    with pytest.raises(TrainError, match=r"train.device=cuda:2: this machine has 1 GPU\(s\), cuda:0 to cuda:0"):
+        resolve_device("cuda:2")
 
 
 def test_workers_and_the_next_epoch_started_ahead_change_nothing(project, monkeypatch):

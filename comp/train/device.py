@@ -55,8 +55,8 @@ def resolve_device(setting: str, local_rank: int = 0) -> torch.device:
         raise TrainError(f"train.device: {setting!r} is not a device; use auto, cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise TrainError("train.device: cuda requested but no CUDA device is available; use train.device=auto")
-    if device.type == "cuda" and device.index is None:
-        device = _cuda_for_rank(local_rank, setting)
+    if device.type == "cuda":
+        device = _cuda_for_rank(local_rank, setting) if device.index is None else _cuda_index(device.index, setting)
     return device
 
 
@@ -69,6 +69,15 @@ def _cuda_for_rank(local_rank: int, setting: str) -> torch.device:
             f"{count}); start torchrun with --nproc-per-node {count}, or set train.device=cpu to train on CPU processes"
         )
     return torch.device("cuda", local_rank)
+
+
+def _cuda_index(index: int, setting: str) -> torch.device:
+    """An explicit ``cuda:N``, refused by name when the machine has no GPU N (CUDA would fail later, deep inside)."""
+    count = torch.cuda.device_count()
+    if index >= count:
+        raise TrainError(f"train.device={setting}: this machine has {count} GPU(s), cuda:0 to cuda:{count - 1}; "
+                         f"use one of those or train.device=auto")
+    return torch.device("cuda", index)
 
 
 def resolve_amp(setting: str, device: torch.device) -> torch.dtype | None:
