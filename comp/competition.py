@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from comp.classes import MISSING_LABELS, has_order, resolve_classes
 from comp.config import IMAGE_EXTENSIONS, DataConfig
 from comp.errors import DataError
 from comp.io import file_sha256
@@ -27,9 +28,10 @@ class Competition:
 
     Attributes:
         root: the competition folder.
-        train: one row per training image: ``id`` (str), ``label`` (as the CSV spells it),
+        train: one row per training image: ``id`` (str), ``label`` (str, as the CSV spells it),
             ``target`` (index into ``classes_``), ``path`` (image file), and ``group`` when set.
-        classes_: the sorted distinct labels; model outputs follow this order.
+        classes_: the labels as train.csv spells them, in ``data.classes`` order when declared, else
+            numerically when all are numbers, else sorted as text; model outputs follow this order.
         train_csv: path of the train CSV, and ``train_csv_sha256`` its content hash.
     """
 
@@ -44,9 +46,27 @@ class Competition:
     def num_classes(self) -> int:
         return len(self.classes_)
 
+    @property
+    def ordered_(self) -> bool:
+        """Whether the class order means something (declared in ``data.classes``, or numbers)."""
+        return has_order(self.classes_, self.data.classes is not None)
+
+    def require_order(self, what: str) -> None:
+        """Refuse ``what`` (QWK, ``--ordinal``) when the classes are strings in no declared order.
+
+        Raises:
+            DataError: naming the classes and the fix.
+        """
+        if not self.ordered_:
+            shown = ", ".join(self.classes_[:8]) + (", ..." if self.num_classes > 8 else "")
+            raise DataError(
+                f"{what} needs ordered classes, but {self.train_csv.name}'s labels ({shown}) are text sorted "
+                f"alphabetically; declare their order, e.g. data.classes: [{', '.join(self.classes_[:3])}, ...]"
+            )
+
     def class_counts(self) -> dict[str, int]:
         counts = self.train["target"].value_counts().reindex(range(self.num_classes), fill_value=0)
-        return {str(c): int(n) for c, n in zip(self.classes_, counts)}
+        return {c: int(n) for c, n in zip(self.classes_, counts)}
 
     def check_min_class_count(self, k: int) -> None:
         """Refuse a class with fewer members than folds (it cannot be in every validation fold)."""
@@ -106,23 +126,25 @@ def check_ids(frame: pd.DataFrame, column: str, path: Path) -> None:
         )
 
 
-def parse_labels(values: pd.Series, path: Path, column: str) -> tuple[pd.Series, list]:
-    """Labels as ints when every label is an integer, else as strings; returns (labels, sorted classes)."""
-    missing = values.isna() | (values.str.strip() == "")
+def parse_labels(values: pd.Series, path: Path, column: str, declared: list[str] | None = None
+                 ) -> tuple[pd.Series, list[str]]:
+    """Labels as written (stripped text) and the class list (see :func:`comp.classes.resolve_classes`).
+
+    Empty cells and the texts NaN, NA, null, None are missing labels, unless ``declared`` lists them.
+    """
+    stripped = values.fillna("").astype(str).str.strip()
+    spelled_missing = stripped.str.lower().isin(MISSING_LABELS) & ~stripped.isin(declared or [])
+    missing = (stripped == "") | spelled_missing
     if missing.any():
         rows = np.flatnonzero(missing.to_numpy())
+        shown = ", ".join(str(_line(int(r))) for r in rows[:SHOW]) + (", ..." if len(rows) > SHOW else "")
+        text = stripped.iat[int(rows[0])]
+        spelled = f", {text!r} reads as missing; declare it in data.classes if it is a class" if text else ""
         raise DataError(
-            f"{path}: line {_line(int(rows[0]))}: missing {column!r} ({len(rows)} rows without a label); "
-            f"fill them in or drop those rows"
+            f"{path}: line {_line(int(rows[0]))}: missing {column!r} ({len(rows)} rows without a label, lines "
+            f"{shown}{spelled}); fill them in or drop those rows"
         )
-    stripped = values.str.strip()
-    numeric = pd.to_numeric(stripped, errors="coerce")
-    if numeric.notna().all() and (numeric == numeric.round()).all():
-        labels = numeric.astype("int64")
-    else:
-        labels = stripped
-    classes = sorted(labels.unique().tolist())
-    return labels, classes
+    return stripped, resolve_classes(stripped.tolist(), declared, str(path))
 
 
 def _index_folder(folder: Path) -> set[str]:
@@ -209,7 +231,7 @@ def load_competition(data: DataConfig) -> Competition:
         needed[data.path_col] = "data.path_col"
     require_columns(frame, csv_path, needed)
     check_ids(frame, data.id_col, csv_path)
-    labels, classes = parse_labels(frame[data.label_col], csv_path, data.label_col)
+    labels, classes = parse_labels(frame[data.label_col], csv_path, data.label_col, data.classes)
     if data.path_col:
         paths = resolve_path_column(frame, data.path_col, root, csv_path)
     else:

@@ -42,6 +42,7 @@ class DataConfig(Section):
     sample_submission: str = "sample_submission.csv"
     test_csv: str | None = None
     ext: str | None = None  # None: detect among IMAGE_EXTENSIONS
+    classes: list[str | int | float] | None = None  # the class order (grades); None: numeric, else sorted
     image_size: int = Field(32, ge=8, le=4096)
     channels: Literal[1, 3] = 3
     cache_dir: Path = Path(".cache/images")
@@ -56,6 +57,13 @@ class DataConfig(Section):
         if v not in IMAGE_EXTENSIONS:
             raise ValueError(f"must be one of {', '.join(IMAGE_EXTENSIONS)}")
         return v
+
+    @field_validator("classes")
+    @classmethod
+    def _class_names(cls, v: list | None) -> list[str] | None:
+        from comp.classes import normalize_declared
+
+        return None if v is None else normalize_declared(v)
 
 
 class FoldsConfig(Section):
@@ -132,6 +140,8 @@ class SubmitConfig(Section):
     merge: Literal["mean", "geometric", "logits"] = "mean"
     use_full: bool = False
     ordinal: bool = False  # labels from QWK cut-points tuned on the OOF expected grade
+    target: Literal["auto", "label", "proba"] = "auto"  # what the sample's target column(s) hold
+    positive: str | int | None = None  # binary P(positive) column: that class (default: the second)
     batch_size: int = Field(256, ge=1)
 
 

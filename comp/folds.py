@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
+from comp.classes import same_classes
 from comp.competition import Competition
 from comp.errors import FoldsError
 from comp.io import atomic_write_text, file_sha256
@@ -138,7 +139,7 @@ def make_folds(comp: Competition, k: int, seed: int, name: str, group_duplicates
 def fold_class_counts(frame: pd.DataFrame, classes: list) -> dict[str, dict[str, int]]:
     """``{fold: {class: count}}`` for the validation side of each fold."""
     table = pd.crosstab(frame["fold"], frame["label"]).reindex(columns=classes, fill_value=0)
-    return {str(f): {str(c): int(table.loc[f, c]) for c in classes} for f in table.index}
+    return {str(f): {c: int(table.loc[f, c]) for c in classes} for f in table.index}
 
 
 def folds_paths(name: str, folds_dir: Path = FOLDS_DIR) -> tuple[Path, Path]:
@@ -181,7 +182,7 @@ def read_folds(name: str, comp: Competition | None = None, k: int | None = None,
         raise FoldsError(f"{csv_path}: folds file not found; run `comp folds make` first")
     try:
         meta = json.loads(json_path.read_text())
-        frame = pd.read_csv(csv_path, dtype={"id": str})
+        frame = pd.read_csv(csv_path, dtype={"id": str, "label": str}, keep_default_na=False)
     except (json.JSONDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise FoldsError(
             f"{csv_path}: unreadable folds file ({exc}); remake it with `comp folds make --force`"
@@ -202,7 +203,7 @@ def check_folds(folds: Folds, comp: Competition, csv_path: Path) -> None:
             f"{csv_path}: made from another {comp.train_csv.name} (content hash differs); "
             f"remake it with `comp folds make --force`"
         )
-    if [str(c) for c in meta.get("classes", [])] != [str(c) for c in comp.classes_]:
+    if not same_classes(meta.get("classes", []), comp.classes_):
         raise FoldsError(f"{csv_path}: class list {meta.get('classes')} differs from the competition's {comp.classes_}")
     if list(folds.frame["id"].astype(str)) != list(comp.train["id"].astype(str)):
         raise FoldsError(f"{csv_path}: ids differ from {comp.train_csv}; remake it with `comp folds make --force`")

@@ -35,7 +35,7 @@ def test_classes_sorted_ints_and_strings(make_competition):
     df["label"] = df["label"].map({"a": 10, "b": 2})
     df.to_csv(root / "train.csv", index=False)
     comp = load_competition(DataConfig(root=root))
-    assert comp.classes_ == [2, 10]  # numeric order, not "10" < "2"
+    assert comp.classes_ == ["2", "10"]  # numeric order, not "10" < "2", spelled as written
     assert comp.train.loc[comp.train["label"] == 10, "target"].eq(1).all()
 
 
@@ -85,7 +85,7 @@ def test_missing_label(make_competition, write_config):
     df = pd.read_csv(root / "train.csv")
     df.loc[[3, 4], "label"] = None
     df.to_csv(root / "train.csv", index=False)
-    assert_error(write_config(root), "line 5: missing 'label' (2 rows without a label)")
+    assert_error(write_config(root), "line 5: missing 'label' (2 rows without a label, lines 5, 6)")
 
 
 def test_ids_without_images_listed_with_count(make_competition, write_config):
@@ -155,3 +155,49 @@ def test_debug_env_shows_traceback(make_competition, write_config, monkeypatch):
     monkeypatch.setenv("COMP_DEBUG", "1")
     result = CliRunner().invoke(main, ["data", "check", "--config", "/nonexistent.yaml"])
     assert result.exception is not None and type(result.exception).__name__ == "ConfigError"
+
+
+# ---------------------------------------------------------------- the class list (issue: real competition formats)
+
+
+def relabel(root, mapping):
+    frame = pd.read_csv(root / "train.csv", dtype=str)
+    frame["label"] = frame["label"].map(mapping)
+    frame.to_csv(root / "train.csv", index=False)
+
+
+def test_labels_keep_their_spelling(make_competition):
+    root = make_competition(counts={"a": 3, "b": 3, "c": 3})
+    relabel(root, {"a": "000", "b": "010", "c": "002"})
+    comp = load_competition(DataConfig(root=root))
+    assert comp.classes_ == ["000", "002", "010"]  # numeric order, zeros kept
+    assert set(comp.train["label"]) == {"000", "002", "010"}
+    relabel(root, {"000": "1.0", "010": "2.0", "002": "10.0"})
+    assert load_competition(DataConfig(root=root)).classes_ == ["1.0", "2.0", "10.0"]
+
+
+def test_declared_order_is_the_class_order(make_competition, write_config):
+    root = make_competition(counts={"Mild": 3, "No_DR": 3, "Severe": 3})
+    comp = load_competition(DataConfig(root=root, classes=["No_DR", "Mild", "Severe"]))
+    assert comp.classes_ == ["No_DR", "Mild", "Severe"] and comp.ordered_
+    assert comp.train.loc[comp.train["label"] == "No_DR", "target"].eq(0).all()
+    assert not load_competition(DataConfig(root=root)).ordered_  # text sorted: no meaning as grades
+    assert_error(write_config(root, data={"classes": ["No_DR", "Mild"]}),
+                 "label 'Severe' is not in data.classes", "add it there")
+    assert_error(write_config(root, data={"classes": ["No_DR", "Mild", "Severe", "Proliferate_DR"]}),
+                 "data.classes lists 'Proliferate_DR', but no row has that label")
+    assert_error(write_config(root, data={"classes": ["No_DR", "Mild", "Mild"]}), "data.classes", "listed twice")
+
+
+def test_nan_and_na_labels_are_missing_unless_declared(make_competition, write_config):
+    root = make_competition(counts={"a": 3, "b": 3, "c": 3})
+    relabel(root, {"a": "a", "b": "b", "c": "NA"})
+    assert_error(write_config(root), "missing 'label' (3 rows without a label", "'NA' reads as missing")
+    comp = load_competition(DataConfig(root=root, classes=["a", "b", "NA"]))
+    assert comp.classes_ == ["a", "b", "NA"]
+
+
+def test_qwk_monitor_on_unordered_text_classes_is_refused(tiny_project):
+    project = tiny_project()
+    code, out = run("train", "--config", project["config"](train={"monitor": "qwk"}))
+    assert code == 2 and "data.classes" in out and "Traceback" not in out

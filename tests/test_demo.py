@@ -15,7 +15,7 @@ def test_demo_folder_is_a_valid_competition(tmp_path):
     result = CliRunner().invoke(main, ["data", "demo", "--out", str(out)])
     assert result.exit_code == 0, result.output
     comp = load_competition(DataConfig(root=out))
-    assert comp.classes_ == list(range(10)) and len(comp.train) == 1437
+    assert comp.classes_ == [str(d) for d in range(10)] and len(comp.train) == 1437
     test = comp.test_table()
     solution = pd.read_csv(out / "solution.csv", dtype={"id": str})
     assert list(solution["id"]) == list(test["id"]) and len(test) == 360

@@ -261,3 +261,15 @@ def test_cli_module_does_not_import_matplotlib():
 
     code = "import sys, comp.cli; assert 'matplotlib' not in sys.modules and 'comp.report' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_macro_f1_averages_over_every_class():
+    """A class absent from y_true still counts (scikit-learn's and Kaggle's macro over all classes)."""
+    from sklearn.metrics import f1_score
+
+    from comp.train.metrics import compute_metrics
+
+    y = np.array([0, 0, 1, 1])
+    probs = np.eye(3)[[0, 2, 1, 1]]  # one row predicted as class 2, which y_true never has
+    expected = f1_score(y, probs.argmax(1), average="macro", labels=[0, 1, 2], zero_division=0)
+    assert compute_metrics(y, probs)["f1"] == pytest.approx(expected)

@@ -229,7 +229,9 @@ def test_submit_end_to_end_passes_check_and_scores(project):
     ledger = pd.read_csv(project["dir"] / "submissions/ledger.csv")
     assert ledger["metric"].tolist() == ["accuracy", "logloss"]
     assert ledger["experiment"].tolist() == ["exp", "exp"] and ledger["config_hash"].tolist() == ["h1", "h1"]
-    assert ledger["cv_score"].tolist() == [0.5, 1.1]
+    oof = json.loads((project["dir"] / "submissions/exp.json").read_text())["oof"]  # this submission's OOF score
+    assert ledger["cv_score"].tolist() == pytest.approx([oof["accuracy"], oof["logloss"]], abs=1e-6)
+    assert oof["accuracy"] != 0.5  # not the fabricated training cv.json
     assert 0 <= ledger["test_score"][0] <= 1
     invoke("score", sub, "--solution", project["dir"] / "solution.csv", "--config", cfg)
     assert len(pd.read_csv(project["dir"] / "submissions/ledger.csv")) == 3
@@ -289,9 +291,80 @@ def test_submit_ordinal(in_tmp, make_competition, write_config):
 
 def test_ordinal_refuses_named_classes(project):
     result = invoke("submit", "--ordinal", "--config", project["config"])
-    assert result.exit_code == 2 and "integer class labels" in result.output
+    assert result.exit_code == 2 and "needs ordered classes" in result.output and "data.classes" in result.output
 
 
 def test_tta_flag_swallowing_an_experiment_name_gets_a_hint(project):
     result = invoke("submit", "--tta", "exp", "--config", project["config"])
     assert result.exit_code == 2 and "comp submit exp --tta" in result.output
+
+
+# ---------------------------------------------------------------- target kinds (issue: real competition formats)
+
+
+def write_sample(path, column, values):
+    pd.DataFrame({"id": [f"t{i}" for i in range(len(values))], column: values}).to_csv(path, index=False)
+    return path
+
+
+def test_sample_kind_is_read_from_its_values(tmp_path):
+    path = tmp_path / "sample.csv"
+    fmt = sample_format(write_sample(path, "target", [0.5, 0.5]), ["0", "1"], "id")
+    assert fmt.kind == "binary" and fmt.proba_col == "target" and fmt.positive == 1 and "0.5" in fmt.reason
+    fmt = sample_format(write_sample(path, "label", ["0", "0"]), ["0", "1"], "id")
+    assert fmt.kind == "label" and "submit.target=proba" in fmt.reason  # all-zeros: labels, and says how to switch
+    assert sample_format(path, ["0", "1"], "id", target="proba").kind == "binary"
+    assert sample_format(write_sample(path, "target", [0, 0]), ["cat", "dog"], "id").kind == "binary"
+    fmt = sample_format(write_sample(path, "target", [0.5, 0.5]), ["cat", "dog"], "id", positive="cat")
+    assert fmt.positive == 0
+    with pytest.raises(SubmitError, match="submit.positive: 'cow' is not a class"):
+        sample_format(path, ["cat", "dog"], "id", positive="cow")
+    with pytest.raises(SubmitError, match="only for 2 classes"):
+        sample_format(path, ["a", "b", "c"], "id", target="proba")
+
+
+def test_binary_probability_column_gets_p_positive(tmp_path):
+    fmt = sample_format(write_sample(tmp_path / "s.csv", "target", [0.5, 0.5]), ["0", "1"], "id")
+    probs = np.array([[0.9, 0.1], [0.2, 0.8]])
+    out = build_submission(fmt, ["t1", "t0"], probs)
+    assert out["target"].tolist() == [0.8, 0.1]  # P(class "1"), in the sample's id order
+    fmt.positive = 0
+    assert build_submission(fmt, ["t1", "t0"], probs)["target"].tolist() == [0.2, 0.9]
+
+
+def test_labels_validated_as_spelled(tmp_path):
+    fmt = sample_format(write_sample(tmp_path / "s.csv", "label", ["000", "000"]), ["000", "001"], "id")
+    ok = tmp_path / "ok.csv"
+    write_sample(ok, "label", ["001", "000"])
+    assert check_file(ok, fmt) == 2
+    write_sample(ok, "label", ["1", "0"])
+    with pytest.raises(SubmitError, match="'1' is not a class"):
+        check_file(ok, fmt)
+
+
+def test_score_reads_the_file_not_a_side_file(project):
+    """A label file scored by logloss is scored on its own one-hot rows: the side -probs.csv is never read."""
+    from sklearn.metrics import log_loss
+
+    cfg = project["config"]
+    assert invoke("submit", "--config", cfg).exit_code == 0
+    sub = project["dir"] / "submissions/exp.csv"
+    (project["dir"] / "submissions/exp-probs.csv").unlink()
+    result = invoke("score", sub, "--solution", project["dir"] / "solution.csv", "--config", cfg,
+                    "--metric", "logloss")
+    assert result.exit_code == 0, result.output
+    written = pd.read_csv(sub, dtype=str)
+    truth = pd.read_csv(project["dir"] / "solution.csv", dtype=str).set_index("id").loc[written["id"], "label"]
+    onehot = pd.get_dummies(written["label"]).reindex(columns=["cat", "dog", "eel"], fill_value=0).to_numpy(float)
+    expected = log_loss(truth, np.clip(onehot, 1e-15, 1), labels=["cat", "dog", "eel"])
+    line = next(ln for ln in result.output.splitlines() if ln.startswith("logloss"))
+    assert float(line.split()[1]) == pytest.approx(expected, abs=1e-5)
+
+
+def test_solution_must_cover_the_submission(project):
+    cfg = project["config"]
+    assert invoke("submit", "--config", cfg).exit_code == 0
+    partial = project["dir"] / "partial.csv"
+    pd.read_csv(project["dir"] / "solution.csv").iloc[:3].to_csv(partial, index=False)
+    result = invoke("score", project["dir"] / "submissions/exp.csv", "--solution", partial, "--config", cfg)
+    assert result.exit_code == 2 and "4 of the submission's 7 ids have no true label" in result.output

@@ -13,12 +13,15 @@ MERGES = ("mean", "geometric", "logits")
 METRICS = ("accuracy", "f1", "qwk", "auc", "logloss")
 
 
-def _sample_format(cfg):
+def _sample_format(cfg, metrics=()):
     from comp.competition import load_competition
     from comp.submit.format import sample_format
 
     comp = load_competition(cfg.data)
-    return sample_format(Path(cfg.data.root) / cfg.data.sample_submission, comp.classes_, cfg.data.id_col)
+    if "qwk" in metrics:
+        comp.require_order("--metric qwk")
+    return sample_format(Path(cfg.data.root) / cfg.data.sample_submission, comp.classes_, cfg.data.id_col,
+                         cfg.submit.target, cfg.submit.positive)
 
 
 def _check_tta(tta: str) -> None:
@@ -58,6 +61,7 @@ def _print_result(result, monitor: str) -> None:
         thresholds = ", ".join(f"{t:.3f}" for t in cut.thresholds)
         click.echo(f"ordinal cut-points {thresholds}: OOF QWK {cut.qwk_start:.4f} -> {cut.qwk_tuned:.4f} "
                    f"(argmax {cut.qwk_argmax:.4f})")
+    click.echo(f"target: {result.target}")
     click.echo(f"{result.submission} written: {result.rows} rows, TTA {result.policy} ({len(result.views)} views), "
                f"merge {result.merge}, {result.seconds:.1f}s; probabilities in {result.probs}")
 
@@ -122,7 +126,7 @@ def score(cfg, file, solution, metrics, ledger) -> None:
     from comp.submit.score import append_ledger, ledger_rows, score_file
 
     chosen = list(metrics) or ["logloss" if cfg.train.monitor == "loss" else cfg.train.monitor]
-    scores = score_file(file, solution, _sample_format(cfg), chosen, cfg.data.label_col)
+    scores = score_file(file, solution, _sample_format(cfg, chosen), chosen, cfg.data.label_col)
     rows = ledger_rows(file, scores)
     append_ledger(rows, ledger)
     echo_table([[r["metric"], r["test_score"], r["cv_score"] or "-"] for r in rows], ["metric", "test", "cv"])

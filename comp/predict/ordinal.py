@@ -119,13 +119,3 @@ def optimize_cutpoints(probs: np.ndarray, y_true: np.ndarray) -> CutPoints:
     if score > best:
         best_t, best = candidate, score
     return CutPoints(best_t, qwk(y, probs.argmax(1), num_classes), qwk_start, best)
-
-
-def check_ordinal_classes(classes: list) -> None:
-    """Refuse ``--ordinal`` for classes that are not integer grades.
-
-    Raises:
-        SubmitError: A class label is not an integer.
-    """
-    if not all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) for c in classes):
-        raise SubmitError(f"--ordinal needs integer class labels (grades such as 0-4); the classes are {classes}")

@@ -155,7 +155,7 @@ def load_experiment(name: str, comp: Competition, *, use_full: bool = False,
         members.append(Member(path.parent.name, path, state))
     _check_same_config(members)
     config = _parse_config(members[0].state, members[0].path)
-    classes = list(members[0].state["classes"])
+    classes = [str(c) for c in members[0].state["classes"]]  # older checkpoints stored int labels
     return Experiment(name, run_dir, members, config, classes, members[0].state.get("config_hash"), folds)
 
 
@@ -168,7 +168,7 @@ def check_classes(experiments: list[Experiment], comp: Competition) -> None:
     """
     ref = experiments[0]
     for exp in experiments[1:]:
-        if [str(c) for c in exp.classes] != [str(c) for c in ref.classes]:
+        if exp.classes != ref.classes:
             raise SubmitError(f"cannot blend {ref.name} (classes {ref.classes}) with {exp.name} "
                               f"(classes {exp.classes}): the class lists differ")
     for exp in experiments:
@@ -196,7 +196,7 @@ def read_oof_probs(exp: Experiment, comp: Competition) -> np.ndarray | None:
     path = exp.run_dir / "oof.csv"
     if not path.is_file():
         return None
-    frame = pd.read_csv(path, dtype={"id": str})
+    frame = pd.read_csv(path, dtype={"id": str, "label": str}, keep_default_na=False)
     columns = [f"prob_{c}" for c in comp.classes_]
     if any(c not in frame.columns for c in columns) or len(frame) != len(comp.train):
         return None

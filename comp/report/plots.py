@@ -165,7 +165,7 @@ def plot_per_class(scores: pd.DataFrame, title: str):
         ax.barh(y, scores["f1"], color="C0", alpha=0.75, label="F1")
         ax.scatter(scores["precision"], y, marker="D", s=14, color="C1", label="precision", zorder=3)
         ax.scatter(scores["recall"], y, marker="o", s=14, color="C3", label="recall", zorder=3)
-        labels = [f"{_short(str(c))} (n={s})" for c, s in zip(scores["class"], scores["support"])]
+        labels = [f"{_short(c)} (n={s})" for c, s in zip(scores["class"], scores["support"])]
         ax.set_yticks(y, labels, fontsize=tick_size)
         ax.set_ylim(n - 0.5, -0.5)  # worst class at the top
         ax.set_xlim(0, 1.0)

@@ -182,12 +182,12 @@ def _read_history(path: Path) -> pd.DataFrame:
 
 def _read_oof(path: Path, folds: list[int]) -> pd.DataFrame | None:
     """The pooled ``oof.csv``, else the finished folds' own ``fold<k>/oof.csv`` stacked."""
-    dtypes = {"id": str, "label": str}
+    text = {"dtype": {"id": str, "label": str}, "keep_default_na": False}  # labels as spelled ("NA", "007")
     pooled = path / "oof.csv"
     if pooled.is_file():
-        return _check_oof(_read_csv(pooled, ("id", "label", "fold"), dtype=dtypes), pooled)
+        return _check_oof(_read_csv(pooled, ("id", "label", "fold"), **text), pooled)
     parts = [path / f"fold{k}" / "oof.csv" for k in folds]
-    frames = [_check_oof(_read_csv(p, ("id", "label", "fold"), dtype=dtypes), p) for p in parts if p.is_file()]
+    frames = [_check_oof(_read_csv(p, ("id", "label", "fold"), **text), p) for p in parts if p.is_file()]
     return pd.concat(frames, ignore_index=True) if frames else None
 
 

@@ -1,8 +1,10 @@
 """The shape of ``sample_submission.csv``, and submissions built and validated against it.
 
-Two shapes are understood: one label column (the class as the competition spells it), or one column
+Three kinds are understood: one label column (the class exactly as train.csv spells it), one column
 per class (probabilities; columns matched to class names, optionally after a common prefix such as
-``prob_``). Every check names the first problem: the line, the column and the value.
+``prob_``), and, for two classes, one column holding P(positive class) (AUC or logloss competitions).
+The kind is read from the sample (``submit.target: auto``) or set (``label``, ``proba``). Every check
+names the first problem: the line, the column and the value.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ FLOAT_FORMAT = "%.8g"
 MISSING = {"", "nan", "na", "n/a", "null", "none", "inf", "-inf"}
 
 
+KINDS = ("label", "proba", "binary")
+
+
 @dataclass
 class SampleFormat:
     """What a submission must look like.
@@ -31,18 +36,31 @@ class SampleFormat:
         columns: All its columns, in order.
         ids: Its ids, in order.
         id_col: The id column.
-        label_col: The label column, when the targets are one label column.
-        class_cols: The probability column of each class (in class order), when one column per class.
-        classes: The competition's classes (``classes_`` order).
+        kind: ``label`` (one column holding the class as train.csv spells it), ``proba`` (one
+            probability column per class) or ``binary`` (one column holding P(positive class)).
+        label_col: The label column (``label``).
+        class_cols: The probability column of each class, in class order (``proba``).
+        proba_col: The P(positive) column (``binary``).
+        positive: The index of the positive class (``binary``).
+        classes: The competition's classes (``classes_`` order, spelled as in train.csv).
+        reason: How the kind was chosen (printed by ``comp submit``).
     """
 
     path: Path
     columns: list[str]
     ids: list[str]
     id_col: str
-    label_col: str | None
-    class_cols: list[str] | None
-    classes: list
+    kind: str
+    classes: list[str]
+    label_col: str | None = None
+    class_cols: list[str] | None = None
+    proba_col: str | None = None
+    positive: int | None = None
+    reason: str = ""
+
+    @property
+    def target_cols(self) -> list[str]:
+        return self.class_cols if self.kind == "proba" else [self.label_col or self.proba_col]
 
 
 def read_text_csv(path: Path, what: str) -> pd.DataFrame:
@@ -58,7 +76,7 @@ def read_text_csv(path: Path, what: str) -> pd.DataFrame:
 
 def _match_class_columns(targets: list[str], classes: list, path: Path) -> list[str]:
     """The column of each class: by exact name, else after a common prefix (``prob_``), else ignoring case."""
-    names = [str(c) for c in classes]
+    names = list(classes)
     prefix = os.path.commonprefix(targets) if len(targets) > 1 else ""
     for fold in (str, str.lower):
         for cut in range(len(prefix) + 1):  # shortest prefix first: "prob_1" for prob_10.. must stop at "prob_"
@@ -73,35 +91,88 @@ def _match_class_columns(targets: list[str], classes: list, path: Path) -> list[
     )
 
 
-def sample_format(path: Path, classes: Sequence, id_col: str) -> SampleFormat:
-    """Read ``sample_submission.csv`` and work out its id, label or class columns.
+def _positive_index(classes: list[str], positive, path: Path) -> int:
+    if positive is None:
+        return 1
+    name = str(positive)
+    if name not in classes:
+        raise SubmitError(f"submit.positive: {name!r} is not a class (classes: {', '.join(classes)}); "
+                          f"name the class whose probability {path.name} holds")
+    return classes.index(name)
+
+
+def _looks_like_probabilities(values: pd.Series, classes: list[str]) -> str | None:
+    """Why a binary sample's single column holds P(positive), or None when it holds labels."""
+    values = values.str.strip()
+    if values.isin(classes).all():
+        return None
+    numbers = pd.to_numeric(values, errors="coerce")
+    if numbers.notna().all() and numbers.between(0, 1).all():
+        odd = values[~values.isin(classes)].iat[0]
+        return f"its values (e.g. {odd!r}) are numbers in [0, 1] that are not class labels"
+    return None
+
+
+def _single_column_kind(frame: pd.DataFrame, column: str, classes: list[str], target: str,
+                        path: Path) -> tuple[str, str]:
+    """(kind, reason) for a sample with one target column."""
+    if target == "proba":
+        if len(classes) != 2:
+            raise SubmitError(f"{path}: submit.target=proba, but one column {column!r} can hold a probability only "
+                              f"for 2 classes ({len(classes)} here); use one column per class or submit.target=label")
+        return "binary", "submit.target=proba"
+    if target == "label":
+        return "label", "submit.target=label"
+    why = _looks_like_probabilities(frame[column], classes) if len(classes) == 2 else None
+    if why:
+        return "binary", f"auto: {why} (set submit.target=label if it wants labels)"
+    if len(classes) == 2:
+        return "label", ("auto: its values are class labels (set submit.target=proba if the competition scores "
+                         "probabilities, e.g. AUC or logloss)")
+    return "label", "auto: one target column"
+
+
+def sample_format(path: Path, classes: Sequence[str], id_col: str, target: str = "auto",
+                  positive: str | int | None = None) -> SampleFormat:
+    """Read ``sample_submission.csv`` and work out its id column and what its target column(s) hold.
 
     Args:
         path: The sample submission.
-        classes: The competition's classes.
+        classes: The competition's classes (strings as spelled in train.csv).
         id_col: The configured id column (``data.id_col``); the first column when the sample lacks it.
+        target: ``auto`` (from the sample's columns and values), ``label`` or ``proba`` (``submit.target``).
+        positive: The class whose probability a binary single column holds (default: the second class).
 
     Raises:
-        SubmitError: The file is missing or unreadable, has no target column, or its target columns
-            match neither one label nor one column per class.
+        SubmitError: The file is missing or unreadable, has no target column, its target columns
+            match no kind, or the requested kind does not fit them.
     """
+    classes = [str(c) for c in classes]
     frame = read_text_csv(path, "sample submission")
     columns = [str(c) for c in frame.columns]
     id_col = id_col if id_col in columns else columns[0]
     targets = [c for c in columns if c != id_col]
     if not targets:
         raise SubmitError(f"{path}: only an id column; a sample submission needs target column(s)")
-    label_col, class_cols = None, None
+    fmt = SampleFormat(Path(path), columns, frame[id_col].tolist(), id_col, "label", classes)
     if len(targets) == 1 and len(classes) != 1:
-        label_col = targets[0]
+        fmt.kind, fmt.reason = _single_column_kind(frame, targets[0], classes, target, Path(path))
+        if fmt.kind == "binary":
+            fmt.proba_col, fmt.positive = targets[0], _positive_index(classes, positive, Path(path))
+        else:
+            fmt.label_col = targets[0]
     elif len(targets) == len(classes):
-        class_cols = _match_class_columns(targets, list(classes), path)
+        if target == "label":
+            raise SubmitError(f"{path}: submit.target=label, but the sample has one column per class "
+                              f"({', '.join(targets)}); use submit.target=auto or proba")
+        fmt.kind, fmt.reason = "proba", "one probability column per class"
+        fmt.class_cols = _match_class_columns(targets, classes, Path(path))
     else:
         raise SubmitError(
             f"{path}: {len(targets)} target columns ({', '.join(targets)}) for {len(classes)} classes; "
             f"expected one label column or one column per class"
         )
-    return SampleFormat(Path(path), columns, frame[id_col].tolist(), id_col, label_col, class_cols, list(classes))
+    return fmt
 
 
 def build_submission(fmt: SampleFormat, ids: Sequence[str], probs: np.ndarray,
@@ -112,7 +183,8 @@ def build_submission(fmt: SampleFormat, ids: Sequence[str], probs: np.ndarray,
         fmt: The sample's format.
         ids: The id of each prediction row (any order; every sample id must be among them).
         probs: (N, K) class probabilities, classes in ``fmt.classes`` order.
-        labels: (N,) class index per row for a label column (default: the argmax of ``probs``).
+        labels: (N,) class index per row for a label column (default: the argmax of ``probs``);
+            ignored when the sample wants probabilities.
 
     Raises:
         SubmitError: A sample id has no prediction.
@@ -124,10 +196,11 @@ def build_submission(fmt: SampleFormat, ids: Sequence[str], probs: np.ndarray,
                           f"the test images must cover every id of the sample submission")
     order = np.array([position[i] for i in fmt.ids], dtype=np.int64)
     out = pd.DataFrame({fmt.id_col: fmt.ids})
-    if fmt.label_col is not None:
+    if fmt.kind == "label":
         index = probs.argmax(1) if labels is None else np.asarray(labels)
-        names = np.array([str(c) for c in fmt.classes], dtype=object)
-        out[fmt.label_col] = names[index[order]]
+        out[fmt.label_col] = np.array(fmt.classes, dtype=object)[index[order]]
+    elif fmt.kind == "binary":
+        out[fmt.proba_col] = probs[order, fmt.positive]
     else:
         for k, column in enumerate(fmt.class_cols):
             out[column] = probs[order, k]

@@ -19,12 +19,12 @@ from comp.config import Config
 from comp.errors import SubmitError
 from comp.io import atomic_write_text
 from comp.predict.ensemble import merge_probs, normalize_weights
-from comp.predict.ordinal import CutPoints, apply_cutpoints, check_ordinal_classes, expected_grade, optimize_cutpoints
+from comp.predict.ordinal import CutPoints, apply_cutpoints, expected_grade, optimize_cutpoints
 from comp.predict.select import PolicyScore, blend_oof, score_policies, union_views
 from comp.predict.tta import AUTO_POLICIES, IDENTITY, parse_tta
 from comp.submit.format import SampleFormat, build_submission, probs_frame, sample_format, to_csv_text
+from comp.submit.score import SCORE_METRICS, score_predictions
 from comp.submit.validate import validate_text
-from comp.train.metrics import compute_metrics
 
 SUBMISSIONS_DIR = Path("submissions")
 
@@ -63,6 +63,7 @@ class SubmitResult:
     views: list[str]
     auto_table: list[PolicyScore] | None = None
     cutpoints: CutPoints | None = None
+    target: str = ""
     oof: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -86,11 +87,12 @@ def _load(cfg: Config, request: SubmitRequest, settings, runs_dir: Path) -> _Con
     weights = normalize_weights(request.weights or [1.0] * len(request.experiments), len(request.experiments))
     comp = load_competition(cfg.data)
     if request.ordinal:
-        check_ordinal_classes(comp.classes_)
-    fmt = sample_format(Path(cfg.data.root) / cfg.data.sample_submission, comp.classes_, cfg.data.id_col)
-    if request.ordinal and fmt.label_col is None:
-        raise SubmitError(f"{fmt.path}: --ordinal sets labels, but this sample wants one probability column per "
-                          f"class; drop --ordinal")
+        comp.require_order("--ordinal")
+    fmt = sample_format(Path(cfg.data.root) / cfg.data.sample_submission, comp.classes_, cfg.data.id_col,
+                        cfg.submit.target, cfg.submit.positive)
+    if request.ordinal and fmt.kind != "label":
+        raise SubmitError(f"{fmt.path}: --ordinal sets labels, but this sample wants probabilities ({fmt.reason}); "
+                          f"drop --ordinal")
     experiments = [load_experiment(n, comp, use_full=request.use_full, runs_dir=runs_dir) for n in request.experiments]
     check_classes(experiments, comp)
     return _Context(cfg, comp, experiments, fmt, weights, settings)
@@ -164,26 +166,30 @@ def make_submission(cfg: Config, request: SubmitRequest, settings=None, out_dir:
     policy, mode, table, oof = _choose_policy(ctx, request, y)
     views = parse_tta(policy)
     ids, probs = _test_probs(ctx, views, mode)
-    labels, cut = None, None
+    oof = _oof_probs(ctx, views, mode) if oof is None else oof  # the OOF twin of what is written
+    labels, oof_labels, cut = None, None, None
     if request.ordinal:
-        oof = _oof_probs(ctx, views, mode) if oof is None else oof
         cut = optimize_cutpoints(oof, y)
         labels = apply_cutpoints(expected_grade(probs), cut.thresholds)
+        oof_labels = apply_cutpoints(expected_grade(oof), cut.thresholds)
     result = _write(ctx, request, ids, probs, labels, views, out_dir)
     result.policy, result.merge, result.auto_table, result.cutpoints = policy, mode, table, cut
-    result.oof = _oof_metrics(oof, y, cut)
+    result.target = f"{ctx.fmt.kind} ({ctx.fmt.reason})"
+    result.oof = _oof_metrics(ctx.fmt, oof, y, oof_labels)
     _write_meta(result, ctx, request)
     result.seconds = time.perf_counter() - start
     return result
 
 
-def _oof_metrics(oof: np.ndarray | None, y: np.ndarray, cut: CutPoints | None) -> dict[str, float]:
-    if oof is None:
-        return {}
-    metrics = compute_metrics(y, oof)
-    if cut is not None:
-        metrics["qwk"] = cut.qwk_tuned  # the labels come from the cut-points (tuned on these rows)
-    return metrics
+def _oof_metrics(fmt: SampleFormat, oof: np.ndarray, y: np.ndarray, labels: np.ndarray | None) -> dict[str, float]:
+    """The OOF predictions scored as the submission file is (:func:`comp.submit.score.score_predictions`).
+
+    A label file is scored on its labels (the cut-points' when ``--ordinal``) and their one-hot rows,
+    a probability file on its probabilities, so the ledger compares like with like.
+    """
+    labels = oof.argmax(1) if labels is None else labels
+    probs = np.eye(oof.shape[1])[labels] if fmt.kind == "label" else oof
+    return score_predictions(y, labels, probs, list(SCORE_METRICS))
 
 
 def _write(ctx: _Context, request: SubmitRequest, ids: list[str], probs: np.ndarray, labels, views,
@@ -211,6 +217,9 @@ def _write_meta(result: SubmitResult, ctx: _Context, request: SubmitRequest) -> 
         "views": result.views,
         "merge": result.merge,
         "sample_submission": str(ctx.fmt.path),
+        "classes": ctx.fmt.classes,
+        "target": {"kind": ctx.fmt.kind, "reason": ctx.fmt.reason, "columns": ctx.fmt.target_cols,
+                   "positive": None if ctx.fmt.positive is None else ctx.fmt.classes[ctx.fmt.positive]},
         "ordinal": None if cut is None else {
             "thresholds": [float(t) for t in cut.thresholds], "qwk_argmax": cut.qwk_argmax,
             "qwk_start": cut.qwk_start, "qwk_tuned": cut.qwk_tuned,

@@ -1,8 +1,8 @@
 """Scoring a submission against a solution file, and the ledger of CV score vs test score.
 
 ``submissions/ledger.csv`` gets one line per (submission, metric): when, which experiment and config,
-its CV score (the OOF score in ``runs/<exp>/cv.json``), and the test score, so that CV and
-leaderboard can be compared over time.
+its CV score (the OOF score of that same submission, from the ``.json`` that ``comp submit`` wrote beside
+it), and the test score of the file as written, so that CV and leaderboard can be compared over time.
 """
 
 from __future__ import annotations
@@ -36,22 +36,17 @@ def infer_experiment(path: Path) -> str:
     return stem
 
 
-def probs_path(path: Path) -> Path:
-    """The ``-probs.csv`` file written next to a submission."""
-    path = Path(path)
-    return path.with_name(f"{path.stem}-probs.csv")
-
-
 def read_solution(path: Path, fmt: SampleFormat, label_col: str) -> pd.DataFrame:
-    """The solution's ids and class indices (columns ``id``, ``target``).
+    """The solution's ids and class indices (columns ``id``, ``target``), covering every id of the sample.
 
     Args:
         path: The solution CSV: an id column and a label column (extra columns such as ``Usage`` are ignored).
-        fmt: The sample format (its id column and classes).
+        fmt: The sample format (its id column, ids and classes).
         label_col: The label column's name (``data.label_col``); the only non-id column is taken otherwise.
 
     Raises:
-        SubmitError: Unreadable, no id or label column, or a label that is not a class.
+        SubmitError: Unreadable, no id or label column, a label that is not a class (spelled as in
+            train.csv), or sample ids the solution lacks.
     """
     frame = read_text_csv(Path(path), "solution")
     id_col = fmt.id_col if fmt.id_col in frame.columns else frame.columns[0]
@@ -61,88 +56,87 @@ def read_solution(path: Path, fmt: SampleFormat, label_col: str) -> pd.DataFrame
             raise SubmitError(f"{path}: no label column {label_col!r} (columns: {', '.join(frame.columns)}); "
                               f"set data.label_col")
         label_col = others[0]
-    index = {str(c): k for k, c in enumerate(fmt.classes)}
+    index = {c: k for k, c in enumerate(fmt.classes)}
     labels = frame[label_col].str.strip()
     unknown = ~labels.isin(index)
     if unknown.any():
         row = int(np.flatnonzero(unknown.to_numpy())[0])
-        raise SubmitError(f"{path}: line {row + 2}, column {label_col!r}: {labels.iat[row]!r} is not a class")
+        raise SubmitError(f"{path}: line {row + 2}, column {label_col!r}: {labels.iat[row]!r} is not a class "
+                          f"(classes as train.csv spells them: {', '.join(fmt.classes[:20])})")
+    uncovered = sorted(set(fmt.ids) - set(frame[id_col]))
+    if uncovered:
+        raise SubmitError(f"{path}: {len(uncovered)} of the submission's {len(fmt.ids)} ids have no true label "
+                          f"(first: {uncovered[0]!r}); score against the solution of these test ids")
     return pd.DataFrame({"id": frame[id_col].to_numpy(), "target": labels.map(index).to_numpy(dtype=np.int64)})
 
 
-def _read_probs(path: Path, columns: list[str], ids: list[str]) -> np.ndarray:
-    frame = read_text_csv(path, "probabilities")
-    absent = [c for c in ["id", *columns] if c not in frame.columns]
-    if absent:
-        raise SubmitError(f"{path}: no column {absent[0]!r}; expected id and prob_<class> columns")
-    frame = frame.set_index("id")
-    missing = [i for i in ids if i not in frame.index]
-    if missing:
-        raise SubmitError(f"{path}: no row for solution id {missing[0]!r}")
-    return frame.loc[ids, columns].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+def read_predictions(path: Path, fmt: SampleFormat, ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(class index per id, probabilities (N, K)) of a checked submission, exactly as written.
 
-
-def _predictions(path: Path, fmt: SampleFormat, ids: list[str], metrics: list[str]):
-    """(class index per id or None, probabilities (N, K) or None) of a checked submission."""
+    A label file gives its labels and their one-hot rows (that is all the file says); a binary file
+    gives P(positive) and 1 - P(positive); a per-class file gives its rows and their argmax.
+    """
     frame = read_text_csv(path, "submission").set_index(fmt.id_col)
     missing = [i for i in ids if i not in frame.index]
     if missing:
         raise SubmitError(f"{path}: no row for solution id {missing[0]!r}")
-    labels = probs = None
-    if fmt.label_col is not None:
-        index = {str(c): k for k, c in enumerate(fmt.classes)}
-        labels = frame.loc[ids, fmt.label_col].str.strip().map(index).to_numpy(dtype=np.int64)
+    rows = frame.loc[ids]
+    if fmt.kind == "label":
+        index = {c: k for k, c in enumerate(fmt.classes)}
+        labels = rows[fmt.label_col].str.strip().map(index).to_numpy(dtype=np.int64)
+        return labels, np.eye(len(fmt.classes))[labels]
+    if fmt.kind == "binary":
+        p = pd.to_numeric(rows[fmt.proba_col]).to_numpy(dtype=np.float64)
+        probs = np.empty((len(p), 2))
+        probs[:, fmt.positive], probs[:, 1 - fmt.positive] = p, 1.0 - p
     else:
-        probs = frame.loc[ids, fmt.class_cols].apply(pd.to_numeric).to_numpy(dtype=np.float64)
-    if probs is None and any(m not in LABEL_METRICS for m in metrics):
-        side = probs_path(path)
-        if not side.is_file():
-            need = ", ".join(m for m in metrics if m not in LABEL_METRICS)
-            raise SubmitError(f"{path}: has labels only, and {need} need probabilities; {side} not found")
-        probs = _read_probs(side, [f"prob_{c}" for c in fmt.classes], ids)
-    return labels, probs
+        probs = rows[fmt.class_cols].apply(pd.to_numeric).to_numpy(dtype=np.float64)
+    return probs.argmax(1), probs
+
+
+def score_predictions(y: np.ndarray, labels: np.ndarray, probs: np.ndarray, metrics: list[str]) -> dict[str, float]:
+    """Accuracy, F1 and QWK on ``labels``; AUC and logloss on ``probs`` (rows as a file holds them)."""
+    hard = compute_metrics(y, np.eye(probs.shape[1])[labels])
+    soft = compute_metrics(y, probs)
+    return {m: hard[m] if m in LABEL_METRICS else soft[m] for m in metrics}
 
 
 def score_file(path: Path, solution: Path, fmt: SampleFormat, metrics: list[str], label_col: str) -> dict[str, float]:
-    """Score a submission (checked first against the sample) on the solution's ids.
+    """Score a submission (checked first against the sample) on the solution's ids, as the file is written.
 
-    Accuracy, F1 and QWK use the label column when the submission has one (e.g. ordinal cut-points),
-    else the argmax of the probabilities; AUC and logloss use the probabilities (from the file, or
-    from its ``-probs.csv`` when the file holds labels only).
+    Accuracy, F1 and QWK use the file's labels (a label column), or the argmax of its probabilities;
+    AUC and logloss use its probabilities, or the one-hot rows of its labels. No side file is read:
+    the score is the score of the file that would be uploaded.
 
     Raises:
-        SubmitError: The submission fails a check, or lacks an id, or probabilities a metric needs.
+        SubmitError: The submission fails a check, or the solution does not cover its ids.
     """
     for metric in metrics:
         if metric not in SCORE_METRICS:
             raise SubmitError(f"--metric {metric!r}: use one of {', '.join(SCORE_METRICS)}")
     check_file(path, fmt)
     truth = read_solution(solution, fmt, label_col)
-    ids = truth["id"].tolist()
-    y = truth["target"].to_numpy()
-    labels, probs = _predictions(Path(path), fmt, ids, metrics)
-    if labels is None:
-        labels = probs.argmax(1)
-    onehot = np.eye(len(fmt.classes))[labels]
-    hard = compute_metrics(y, onehot)
-    soft = compute_metrics(y, probs) if probs is not None else {}
-    return {m: hard[m] if m in LABEL_METRICS else soft[m] for m in metrics}
+    labels, probs = read_predictions(Path(path), fmt, truth["id"].tolist())
+    return score_predictions(truth["target"].to_numpy(), labels, probs, metrics)
 
 
 def cv_record(experiment: str, submission: Path, runs_dir: Path = Path("runs")) -> tuple[str, dict]:
-    """(config hash, OOF metrics) of an experiment from ``runs/<exp>/cv.json``.
+    """(config hash, OOF metrics) of what the submission was made from.
 
-    A blend (``a+b``) has no cv.json: its record comes from the submission's ``.json`` side-car
-    (written by ``comp submit``) when it holds OOF metrics. Missing values are empty.
+    The submission's ``.json`` side-car (written by ``comp submit``) holds the OOF score of that same
+    submission: its TTA views, blend, cut-points and target kind, scored as the file is. Without one
+    (a file from elsewhere), the experiment's plain training OOF in ``runs/<exp>/cv.json``.
+    Missing values are empty.
     """
+    side = Path(submission).with_suffix(".json")
+    if side.is_file():
+        meta = json.loads(side.read_text())
+        if meta.get("oof"):
+            return "+".join(meta.get("config_hashes", [])), dict(meta["oof"])
     cv_path = Path(runs_dir) / experiment / "cv.json"
     if cv_path.is_file():
         cv = json.loads(cv_path.read_text())
         return str(cv.get("config_hash", "")), dict(cv.get("oof", {}))
-    side = Path(submission).with_suffix(".json")
-    if side.is_file():
-        meta = json.loads(side.read_text())
-        return "+".join(meta.get("config_hashes", [])), dict(meta.get("oof", {}))
     return "", {}
 
 

@@ -63,17 +63,16 @@ def _check_missing(frame: pd.DataFrame, source: str) -> None:
 
 
 def _check_labels(values: pd.Series, fmt: SampleFormat, source: str) -> None:
-    names = {str(c) for c in fmt.classes}
-    bad = ~values.isin(names)
+    bad = ~values.isin(fmt.classes)  # spelled exactly as train.csv does: "007" is not "7"
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
-        shown = ", ".join(sorted(names)[:20]) + (", ..." if len(names) > 20 else "")
+        shown = ", ".join(fmt.classes[:20]) + (", ..." if len(fmt.classes) > 20 else "")
         raise SubmitError(f"{source}: line {_line(row)}, column {fmt.label_col!r}: {values.iat[row]!r} is not a class "
                           f"(classes: {shown})")
 
 
 def _check_probs(frame: pd.DataFrame, fmt: SampleFormat, source: str) -> None:
-    columns = [c for c in frame.columns if c in fmt.class_cols]  # file order: report the first bad cell
+    columns = [c for c in frame.columns if c in fmt.target_cols]  # file order: report the first bad cell
     values = frame[columns].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
     finite = np.isfinite(values)
     bad = ~finite | (values < 0) | (values > 1)
@@ -82,6 +81,8 @@ def _check_probs(frame: pd.DataFrame, fmt: SampleFormat, source: str) -> None:
         what = "is not a number" if not finite[row, col] else "is outside [0, 1]"
         raise SubmitError(f"{source}: line {_line(int(row))}, column {columns[col]!r}: "
                           f"{frame[columns[col]].iat[row]!r} {what}")
+    if fmt.kind == "binary":
+        return  # one column: P(positive), nothing to sum
     sums = values.sum(1)
     off = np.abs(sums - 1.0) > SUM_TOLERANCE
     if off.any():
@@ -93,7 +94,8 @@ def _check_probs(frame: pd.DataFrame, fmt: SampleFormat, source: str) -> None:
 def validate_frame(frame: pd.DataFrame, fmt: SampleFormat, source: str) -> None:
     """Check a submission read as text (every cell a str) against the sample.
 
-    Order: columns, ids (count, membership, duplicates, order), missing values, labels or probabilities.
+    Order: columns, ids (count, membership, duplicates, order), missing values, then the targets: labels
+    spelled as in train.csv, or probabilities in [0, 1] (one per class summing to 1, or binary P(positive)).
 
     Raises:
         SubmitError: The first problem, with its line, column and value.
@@ -102,7 +104,7 @@ def validate_frame(frame: pd.DataFrame, fmt: SampleFormat, source: str) -> None:
     _check_columns([str(c) for c in frame.columns], fmt, source)
     _check_ids(frame[fmt.id_col].tolist(), fmt, source)
     _check_missing(frame, source)
-    if fmt.label_col is not None:
+    if fmt.kind == "label":
         _check_labels(frame[fmt.label_col].str.strip(), fmt, source)
     else:
         _check_probs(frame, fmt, source)

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from comp.classes import same_classes
 from comp.errors import CheckpointError
 from comp.io import atomic_write_bytes
 
@@ -55,7 +56,7 @@ def check_checkpoint(state: dict[str, Any], path: Path, *, classes: list, config
     Raises:
         CheckpointError: naming what differs and what to do.
     """
-    if [str(c) for c in state["classes"]] != [str(c) for c in classes]:
+    if not same_classes(state["classes"], classes):
         raise CheckpointError(f"{path}: trained on classes {state['classes']}, but the competition has {classes}")
     if folds_hash is not None and state.get("folds_hash") != folds_hash:
         raise CheckpointError(

@@ -30,8 +30,9 @@ def compute_metrics(y_true: np.ndarray, probs: np.ndarray, loss: float | None = 
     """All metrics for integer labels ``y_true`` (N,) and probabilities ``probs`` (N, C).
 
     Returns:
-        ``accuracy``, ``f1`` (macro), ``qwk`` (quadratic weighted kappa on the argmax), ``auc``
-        (macro one-vs-rest), ``logloss``, and ``loss`` when given (the training criterion's value).
+        ``accuracy``, ``f1`` (macro over every class, as scikit-learn and Kaggle average), ``qwk``
+        (quadratic weighted kappa on the argmax, classes in ``classes_`` order), ``auc`` (macro
+        one-vs-rest), ``logloss``, and ``loss`` when given (the training criterion's value).
     """
     y_true = np.asarray(y_true, dtype=np.int64)
     probs = np.asarray(probs, dtype=np.float64)
@@ -43,7 +44,7 @@ def compute_metrics(y_true: np.ndarray, probs: np.ndarray, loss: float | None = 
         qwk = cohen_kappa_score(y_true, pred, weights="quadratic", labels=labels)
     out = {
         "accuracy": float(accuracy_score(y_true, pred)),
-        "f1": float(f1_score(y_true, pred, average="macro", labels=np.unique(y_true), zero_division=0)),
+        "f1": float(f1_score(y_true, pred, average="macro", labels=labels, zero_division=0)),
         "qwk": float(0.0 if np.isnan(qwk) else qwk),
         "auc": macro_auc(y_true, probs),
         "logloss": float(log_loss(y_true, np.clip(probs, 1e-15, 1.0), labels=labels)),

@@ -104,6 +104,8 @@ def run_training(cfg: Config, fold: str = "all", resume: bool = False, full: boo
     runtime = setup_runtime(cfg.train)
     try:
         comp = load_competition(cfg.data)
+        if cfg.train.monitor == "qwk":
+            comp.require_order("train.monitor: qwk")
         folds = read_folds(cfg.folds.name, comp, k=cfg.folds.k)
         run_dir, fhash, chash = cfg.run_dir, folds_hash(cfg.folds.name), training_hash(cfg)
         if runtime.is_main:
@@ -145,7 +147,7 @@ def write_cv(cfg: Config, comp: Competition, folds: Folds, run_dir: Path, fhash:
         per_fold[str(f)] = {("loss" if k == "valid_loss" else k): v for k, v in metrics["metrics"].items()
                             if k != "train_loss"}
         best_epochs.append(metrics["best_epoch"])
-        parts.append(pd.read_csv(oof_path, dtype={"id": str}))
+        parts.append(pd.read_csv(oof_path, dtype={"id": str, "label": str}, keep_default_na=False))
     if len(per_fold) < folds.k:
         return None
     oof = pd.concat(parts).set_index("id").loc[comp.train["id"]].reset_index()

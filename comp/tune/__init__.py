@@ -91,6 +91,8 @@ def _study_spec(cfg: Config, options: TuneOptions) -> tuple[StudySpec, int, int]
     from comp.tune.study import StudySpec, default_storage
 
     comp = load_competition(cfg.data)
+    if cfg.train.monitor == "qwk":
+        comp.require_order("train.monitor: qwk (the tuning objective)")
     folds = read_folds(cfg.folds.name, comp, k=cfg.folds.k)
     fold_ids = _check_folds(cfg.tune.folds, folds.k)
     dims = parse_space(cfg, list(comp.classes_))
