@@ -10,6 +10,7 @@ import difflib
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
@@ -20,6 +21,16 @@ from comp.errors import ConfigError
 
 DEFAULT_CONFIG = Path("configs/demo.yaml")
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "bmp", "tif", "tiff")
+
+
+PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+
+
+def _plain_name(value: str) -> str:
+    """A name that becomes a file or folder name (``runs/<name>``): no path separators, no ``..``."""
+    if not PLAIN_NAME.fullmatch(value) or ".." in value:
+        raise ValueError("must be a plain name (letters, digits, _ . + -; no / or ..), e.g. retina-r50")
+    return value
 
 
 class Section(BaseModel):
@@ -73,6 +84,8 @@ class FoldsConfig(Section):
     k: int = Field(5, ge=2, le=100)
     seed: int = 42
     group_duplicates: bool = False
+
+    _plain = field_validator("name")(classmethod(lambda cls, v: _plain_name(v)))
 
 
 class ModelConfig(Section):
@@ -156,6 +169,8 @@ class Config(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     tune: TuneConfig = Field(default_factory=TuneConfig)
     submit: SubmitConfig = Field(default_factory=SubmitConfig)
+
+    _plain = field_validator("name")(classmethod(lambda cls, v: _plain_name(v)))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (paths as strings, tuples as lists)."""
@@ -242,7 +257,7 @@ def _siblings(loc: str) -> str:
 def parse_override(item: str) -> tuple[list[str], Any]:
     """``train.lr=1e-3`` -> (["train", "lr"], 0.001); the value is typed as YAML types it."""
     key, sep, raw = item.partition("=")
-    if not sep or not key.strip():
+    if not sep or not key.strip() or any(not part.strip() for part in key.split(".")):
         raise ConfigError(f"--set {item!r}: expected key.sub=value, e.g. --set train.lr=1e-3")
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
@@ -272,16 +287,35 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return raw
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (else the last one silently wins)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice (the first would be ignored)", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
     """Read a YAML mapping, with a one-line error for a missing or malformed file."""
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found; pass --config configs/<exp>.yaml")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader) or {}
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: byte {exc.start} is not UTF-8 text; save the config as UTF-8") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder; pass --config configs/<exp>.yaml") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}:{where} is not valid YAML; fix the syntax") from None
+        problem = getattr(exc, "problem", None)
+        raise ConfigError(f"{path}:{where} is not valid YAML ({problem or 'syntax'}); fix it") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections (data:, train:, ...)")
     return raw

@@ -17,6 +17,24 @@ import pandas as pd
 from comp.errors import DataError
 
 TEST_FRACTION = 0.2
+MARKER = ".comp-demo"  # --force replaces only a folder that holds it (or one written before it existed)
+DEMO_FILES = {"train", "test", "train.csv", "solution.csv", "sample_submission.csv"}
+
+
+def _check_replaceable(out: Path, force: bool) -> None:
+    """Refuse to replace ``out`` unless ``force`` and it is a demo folder that comp wrote.
+
+    Raises:
+        DataError: ``out`` exists and ``force`` is off, or it is a file or a folder comp did not write.
+    """
+    if not force:
+        raise DataError(f"{out}: already exists; pass --force to rebuild it or choose another --out")
+    if not out.is_dir():
+        raise DataError(f"{out}: is a file, not a demo folder; choose another --out")
+    names = {p.name for p in out.iterdir()}
+    if MARKER not in names and names != DEMO_FILES:
+        raise DataError(f"{out}: not a demo folder written by comp (it holds {len(names)} other entries); "
+                        f"--force replaces only those: choose another --out, e.g. data/demo")
 
 
 def _write_png(path: Path, image: np.ndarray) -> None:
@@ -39,8 +57,8 @@ def build_demo(out: Path, size: int = 32, seed: int = 0, force: bool = False) ->
     from sklearn.model_selection import train_test_split
 
     out = Path(out)
-    if out.exists() and not force:
-        raise DataError(f"{out}: already exists; pass --force to rebuild it or choose another --out")
+    if out.exists():
+        _check_replaceable(out, force)
     digits = load_digits()
     images = np.clip(digits.images * (255.0 / 16.0), 0, 255).astype(np.uint8)  # (N, 8, 8)
     ids = np.array([f"digit_{i:04d}" for i in range(len(images))])
@@ -61,6 +79,7 @@ def build_demo(out: Path, size: int = 32, seed: int = 0, force: bool = False) ->
         sample = pd.DataFrame({"id": test_ids, "label": 0})
         for name, frame in (("train.csv", train), ("solution.csv", solution), ("sample_submission.csv", sample)):
             frame.to_csv(staging / name, index=False, lineterminator="\n")
+        (staging / MARKER).write_text("written by `comp data demo`; --force replaces this folder\n")
         if out.exists():
             shutil.rmtree(out)
         staging.rename(out)

@@ -183,16 +183,34 @@ def read_folds(name: str, comp: Competition | None = None, k: int | None = None,
     try:
         meta = json.loads(json_path.read_text())
         frame = pd.read_csv(csv_path, dtype={"id": str, "label": str}, keep_default_na=False)
-    except (json.JSONDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise FoldsError(
-            f"{csv_path}: unreadable folds file ({exc}); remake it with `comp folds make --force`"
+            f"{csv_path}: unreadable folds file ({str(exc).splitlines()[0]}); remake it with `comp folds make --force`"
         ) from None
+    _check_shape(frame, meta, csv_path, json_path)
     folds = Folds(frame, meta)
     if comp is not None:
         check_folds(folds, comp, csv_path)
     if k is not None and folds.k != k:
         raise FoldsError(f"{csv_path}: made with k={folds.k} but folds.k={k}; remake it or set folds.k={folds.k}")
     return folds
+
+
+def _check_shape(frame: pd.DataFrame, meta, csv_path: Path, json_path: Path) -> None:
+    """Refuse a hand-edited folds file before anything trains on it."""
+    remake = "remake it with `comp folds make --force`"
+    if not isinstance(meta, dict) or not isinstance(meta.get("k"), int) or meta["k"] < 2:
+        raise FoldsError(f"{json_path}: not a folds record (a mapping with an integer k >= 2); {remake}")
+    for column in ("id", "fold"):
+        if column not in frame.columns:
+            raise FoldsError(f"{csv_path}: no {column!r} column; {remake}")
+    fold = pd.to_numeric(frame["fold"], errors="coerce")
+    bad = fold.isna() | (fold != fold.round()) | (fold < 0) | (fold >= meta["k"])
+    if bad.any():
+        row = int(bad.to_numpy().nonzero()[0][0])
+        value, k = str(frame["fold"].iat[row]), meta["k"]
+        raise FoldsError(f"{csv_path}: line {row + 2}: fold {value!r} is not one of 0..{k - 1} (k={k}); {remake}")
+    frame["fold"] = fold.astype("int64")
 
 
 def check_folds(folds: Folds, comp: Competition, csv_path: Path) -> None:

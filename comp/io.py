@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import tempfile
@@ -11,9 +12,12 @@ from pathlib import Path
 def atomic_write_bytes(path: Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` via a temp file in the same folder and a rename.
 
-    A crash or kill mid-write leaves the old file (or none), never a truncated one.
+    A crash or kill mid-write leaves the old file (or none), never a truncated one. A read-only file is
+    not replaced (PermissionError).
     """
     path = Path(path)
+    if path.is_file() and not path.stat().st_mode & 0o222:  # root may write anyway: honour the mode bits
+        raise PermissionError(errno.EACCES, "is read-only, so comp does not replace it", str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

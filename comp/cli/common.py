@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import sys
 from pathlib import Path
@@ -10,6 +11,15 @@ import click
 
 from comp.config import Config, env_flag, load_config
 from comp.errors import CompError
+
+# Operating-system failures a user can fix: one line naming the path, the reason and the fix.
+OS_FIXES = {
+    errno.EACCES: "make it (or its folder) writable, or work in another folder",
+    errno.EPERM: "make it (or its folder) writable, or work in another folder",
+    errno.EROFS: "the file system is read-only: work in a writable folder",
+    errno.ENOSPC: "the disk is full: free some space (old runs/, .cache/) and run the command again",
+    errno.EDQUOT: "the disk quota is used up: free some space and run the command again",
+}
 
 
 class CompGroup(click.Group):
@@ -25,6 +35,12 @@ class CompGroup(click.Group):
             if env_flag("COMP_DEBUG"):
                 raise
             click.echo(f"error: {exc}", err=True)
+            sys.stderr.flush()
+            ctx.exit(2)
+        except OSError as exc:
+            if env_flag("COMP_DEBUG") or exc.errno not in OS_FIXES:
+                raise
+            click.echo(f"error: {exc.filename or ''}: {exc.strerror}; {OS_FIXES[exc.errno]}", err=True)
             sys.stderr.flush()
             ctx.exit(2)
 

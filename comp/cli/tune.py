@@ -59,6 +59,7 @@ def tune(cfg, trials, timeout, n_workers, storage, study_name, epochs, fold_arg,
 
 def _print_result(result, monitor: str) -> None:
     from comp.tune.results import TABLE_HEADERS
+    from comp.tune.study import redact_url
 
     s = result.summary
     if result.rows:
@@ -76,4 +77,4 @@ def _print_result(result, monitor: str) -> None:
     if result.plots:
         click.echo("plots: " + ", ".join(str(p) for p in result.plots))
     click.echo(f"summary: {result.tune_dir / 'summary.json'}")
-    click.echo(f"dashboard: optuna-dashboard {shlex.quote(result.storage)}")
+    click.echo(f"dashboard: optuna-dashboard {shlex.quote(redact_url(result.storage))}")

@@ -40,6 +40,10 @@ class Member:
         from comp.models.factory import create_model
 
         state = self.state
+        bad = next((k for k, v in state["model"].items() if v.is_floating_point() and not v.isfinite().all()), None)
+        if bad is not None:
+            raise CheckpointError(f"{self.path}: weight {bad} holds NaN or inf (the run diverged); retrain this "
+                                  f"fold with a lower train.lr or with train.grad_clip")
         # The checkpoint holds the trained weights: never load (or need) the pretrained file again.
         settings = ModelConfig.model_validate({**state["config"]["model"], "pretrained": None})
         model = create_model(settings, state["num_classes"], state["in_chans"])

@@ -166,7 +166,9 @@ def make_submission(cfg: Config, request: SubmitRequest, settings=None, out_dir:
     policy, mode, table, oof = _choose_policy(ctx, request, y)
     views = parse_tta(policy)
     ids, probs = _test_probs(ctx, views, mode)
+    _check_finite(probs, ids, "test")
     oof = _oof_probs(ctx, views, mode) if oof is None else oof  # the OOF twin of what is written
+    _check_finite(oof, ctx.comp.train["id"].tolist(), "OOF")
     labels, oof_labels, cut = None, None, None
     if request.ordinal:
         cut = optimize_cutpoints(oof, y)
@@ -179,6 +181,16 @@ def make_submission(cfg: Config, request: SubmitRequest, settings=None, out_dir:
     _write_meta(result, ctx, request)
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _check_finite(probs: np.ndarray, ids: list[str], what: str) -> None:
+    """Refuse NaN or inf probabilities (their argmax would be a confident class 0)."""
+    bad = ~np.isfinite(probs).all(axis=1)
+    if bad.any():
+        first = ids[int(np.flatnonzero(bad)[0])]
+        raise SubmitError(f"{what} predictions of {int(bad.sum())} images are NaN or inf (first: id {first!r}); "
+                          f"nothing was written: check the checkpoints (retrain with a lower train.lr), or try "
+                          f"train.amp=off")
 
 
 def _oof_metrics(fmt: SampleFormat, oof: np.ndarray, y: np.ndarray, labels: np.ndarray | None) -> dict[str, float]:

@@ -11,6 +11,7 @@ A checkpoint is a dict of tensors and plain values:
 from __future__ import annotations
 
 import io
+import pickle
 import random
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,9 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt or unsafe files
+        if isinstance(exc, pickle.UnpicklingError) or "weights only load failed" in str(exc).lower():
+            raise CheckpointError(f"{path}: refused: it holds Python objects, not only weights (loading it could "
+                                  f"run code); use a checkpoint written by comp train") from None
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path}: not a loadable checkpoint ({first[:200]})") from None
     if not isinstance(state, dict) or "model" not in state or "classes" not in state:

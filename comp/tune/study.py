@@ -64,6 +64,9 @@ def create_storage(url: str) -> optuna.storages.BaseStorage:
     if not is_rdb_url(url):
         from optuna.storages.journal import JournalFileBackend
 
+        if Path(url).is_dir():
+            raise TuneError(f"--storage {url}: is a folder; give a journal file (e.g. {Path(url) / 'study.journal'}) "
+                            f"or a database URL (postgresql://...)")
         Path(url).parent.mkdir(parents=True, exist_ok=True)
         return optuna.storages.JournalStorage(JournalFileBackend(url, lock_obj=FlockLock(url)))
     url = _with_installed_driver(url)
