@@ -69,10 +69,38 @@ class WarmupCosine:
 
 
 def create_criterion(weights: torch.Tensor | None, label_smoothing: float, device: torch.device) -> nn.Module:
-    """Cross-entropy with optional class weights and label smoothing."""
+    """Cross-entropy with optional class weights and label smoothing.
+
+    With both set, :class:`SmoothedWeightedCE` is used: PyTorch's ``CrossEntropyLoss(weight=w,
+    label_smoothing=e)`` weights the smoothing mass per *output* class (pytorch/pytorch#104776), which pushes
+    a majority-class image towards the rare classes. With either alone the two losses are the same.
+    """
     if weights is not None:
         weights = weights.to(device=device, dtype=torch.float32)
+    if weights is not None and label_smoothing > 0:
+        return SmoothedWeightedCE(weights, label_smoothing)
     return nn.CrossEntropyLoss(weight=weights, label_smoothing=label_smoothing)
+
+
+class SmoothedWeightedCE(nn.Module):
+    """Smooth the one-hot target first, then weight each sample by ``w[y]`` (a weighted mean, as PyTorch's).
+
+    ``loss = sum_i w[y_i] * CE(q_i, p_i) / sum_i w[y_i]`` with ``q_i = (1 - e) * onehot(y_i) + e / C``, so
+    every sample's own optimum stays ``P(true) = 1 - e + e / C`` whatever the class weights.
+    """
+
+    def __init__(self, weight: torch.Tensor, label_smoothing: float):
+        super().__init__()
+        self.register_buffer("weight", weight)
+        self.label_smoothing = label_smoothing
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        log_probs = torch.log_softmax(logits.float(), dim=1)  # (B, C)
+        eps = self.label_smoothing
+        nll = -log_probs.gather(1, target[:, None]).squeeze(1)  # (B,)
+        per_sample = (1.0 - eps) * nll - eps * log_probs.mean(dim=1)
+        w = self.weight[target]
+        return (w * per_sample).sum() / w.sum()
 
 
 class ModelEma:
