@@ -6,7 +6,20 @@ import pytest
 import torch
 from torch import nn
 
+from comp.config import load_config
+from comp.train.checkpoint import load_checkpoint
 from comp.train.optim import create_criterion
+from comp.train.runner import run_training
+
+
+@pytest.fixture
+def project(tiny_project):
+    """A tiny 3-class competition (3 folds, 2 epochs of a 0.37M-parameter timm model) in an empty folder."""
+    return tiny_project()
+
+
+def quiet(_line: str) -> None:
+    pass
 
 
 def _batch(seed: int = 0, n: int = 12, c: int = 3):
@@ -43,3 +56,75 @@ def test_weighted_smoothed_loss_keeps_each_samples_optimum():
         opt.step()
     p_true = torch.softmax(logits.detach(), 1)[0, 0].item()
     assert p_true == pytest.approx(1 - eps + eps / 3, abs=1e-3)  # the old loss pulled it far lower
+
+
+# -- 2. EMA warm-up ----------------------------------------------------------------------------------
+
+
+def test_ema_warms_up_so_early_updates_follow_the_model():
+    from comp.train.optim import ModelEma
+
+    model = nn.Linear(2, 1, bias=False)
+    nn.init.zeros_(model.weight)
+    ema = ModelEma(model, 0.999)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    ema.update(model)
+    # t=0: decay min(0.999, 1/10) = 0.1, so the average moves 90% of the way (without warm-up: 0.1%)
+    assert ema.state_dict()["weight"].flatten().tolist() == pytest.approx([0.9, 0.9])
+    for _ in range(10_000):
+        ema.update(model)
+    assert ema.current_decay() == 0.999 and ema.updates == 10_001
+
+
+def test_ema_horizon_longer_than_a_third_of_the_run_is_one_warning_line(project):
+    lines = []
+    run_training(load_config(project["path"], ["train.epochs=1", "train.ema=0.999"]), fold="0", log=lines.append)
+    warned = [line for line in lines if "warning: train.ema=0.999" in line]
+    assert len(warned) == 1 and "\n" not in warned[0], lines
+    lines.clear()
+    run_training(load_config(project["path"], ["train.epochs=4", "train.ema=0.5"]), fold="0", log=lines.append)
+    assert not [line for line in lines if "warning" in line]
+
+
+def test_ema_resume_continues_the_warm_up_exactly(project):
+    from comp.competition import load_competition
+    from comp.folds import folds_hash, read_folds
+    from comp.train.device import setup_runtime
+    from comp.train.runner import fold_spec, run_fold, training_hash
+
+    cfg = load_config(project["path"], ["train.epochs=3", "train.ema=0.9"])
+    comp = load_competition(cfg.data)
+    folds = read_folds(cfg.folds.name, comp, k=cfg.folds.k)
+    runtime = setup_runtime(cfg.train)
+
+    def spec(name):
+        return fold_spec(folds, 0, project["dir"] / name, 3, folds_hash(cfg.folds.name), training_hash(cfg))
+
+    whole = run_fold(cfg, comp, spec("whole"), runtime, log=quiet)
+
+    def stop_after_first(epoch, row):
+        if epoch == 0:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_fold(cfg, comp, spec("cut"), runtime, callback=stop_after_first, log=quiet)
+    assert load_checkpoint(project["dir"] / "cut/fold0/last.pt")["ema_updates"] > 0
+    resumed = run_fold(cfg, comp, spec("cut"), runtime, resume=True, log=quiet)
+    drop = ("seconds", "images_per_s")
+    assert [{k: v for k, v in r.items() if k not in drop} for r in resumed.history] == \
+           [{k: v for k, v in r.items() if k not in drop} for r in whole.history]
+    a = load_checkpoint(project["dir"] / "whole/fold0/last.pt")["model"]
+    b = load_checkpoint(project["dir"] / "cut/fold0/last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+# -- 4. one yardstick for selection and tuning ---------------------------------------------------------
+
+
+def test_valid_loss_is_plain_logloss_whatever_the_weights_and_smoothing(project):
+    """``monitor: loss`` selects epochs and scores trials: it must not be each trial's own weighted criterion."""
+    cfg = load_config(project["path"], ["train.epochs=1", "train.monitor=loss", "train.label_smoothing=0.3",
+                                        "train.class_weights=[1.0,8.0,1.0]"])
+    row = run_training(cfg, fold="0", log=quiet).results[0].history[0]
+    assert row["valid_loss"] == pytest.approx(row["logloss"], rel=1e-4)

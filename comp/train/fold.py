@@ -21,6 +21,7 @@ from comp.errors import CheckpointError
 from comp.io import atomic_write_text
 from comp.models.factory import create_model
 from comp.train.checkpoint import capture_rng, check_checkpoint, load_checkpoint, restore_rng, save_checkpoint
+from comp.train.checks import setting_warnings
 from comp.train.device import Runtime
 from comp.train.engine import StepContext, evaluate, train_one_epoch
 from comp.train.loaders import build_fold_loaders
@@ -129,6 +130,7 @@ class FoldTrainer:
         if resumable:
             state.update({
                 "raw_model": self.model.state_dict() if ctx.ema is not None else None,
+                "ema_updates": ctx.ema.updates if ctx.ema is not None else 0,
                 "optimizer": ctx.optimizer.state_dict(),
                 "scheduler": ctx.scheduler.state_dict() if ctx.scheduler is not None else None,
                 "scaler": ctx.scaler.state_dict(),
@@ -147,7 +149,7 @@ class FoldTrainer:
             raise CheckpointError(f"{path}: planned for {state.get('epochs')} epochs, this run {self.spec.epochs}")
         self.model.load_state_dict(state["raw_model"] if state.get("raw_model") is not None else state["model"])
         if self.ctx.ema is not None:
-            self.ctx.ema.load_state_dict(state["model"])
+            self.ctx.ema.load_state_dict(state["model"], updates=int(state.get("ema_updates", 0)))
         self.ctx.optimizer.load_state_dict(state["optimizer"])
         if self.ctx.scheduler is not None and state["scheduler"] is not None:
             self.ctx.scheduler.load_state_dict(state["scheduler"])
@@ -163,6 +165,9 @@ class FoldTrainer:
         out = self.spec.out_dir
         monitor = self.cfg.train.monitor
         ahead = None  # the next epoch's batches, started before this epoch's validation
+        if self.runtime.is_main and self.start_epoch == 0:
+            for line in setting_warnings(self.cfg, len(self.loaders.train) * self.spec.epochs):
+                log(f"fold {self.spec.fold}: {line}")
         for epoch in range(self.start_epoch, self.spec.epochs):
             if self.finished:
                 break

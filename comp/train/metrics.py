@@ -31,7 +31,8 @@ def compute_metrics(y_true: np.ndarray, probs: np.ndarray, loss: float | None = 
 
     Returns:
         ``accuracy``, ``f1`` (macro), ``qwk`` (quadratic weighted kappa on the argmax), ``auc``
-        (macro one-vs-rest), ``logloss``, and ``loss`` when given (the training criterion's value).
+        (macro one-vs-rest), ``logloss``, and ``loss`` when given (the validation log loss
+        from the logits: no class weights, no smoothing).
     """
     y_true = np.asarray(y_true, dtype=np.int64)
     probs = np.asarray(probs, dtype=np.float64)
