@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -128,3 +131,33 @@ def test_valid_loss_is_plain_logloss_whatever_the_weights_and_smoothing(project)
                                         "train.class_weights=[1.0,8.0,1.0]"])
     row = run_training(cfg, fold="0", log=quiet).results[0].history[0]
     assert row["valid_loss"] == pytest.approx(row["logloss"], rel=1e-4)
+
+
+# -- 7. the full fit's epoch count and ties in the monitor ----------------------------------------------
+
+
+def test_full_fit_counts_only_folds_of_this_folds_file_and_config(project):
+    cfg = load_config(project["path"], ["train.epochs=1"])
+    run_training(cfg, log=quiet)
+    stale = {"best_epoch": 12, "finished": True, "folds_hash": "old", "config_hash": "old"}
+    run = project["dir"] / "runs/exp"
+    (run / "fold7").mkdir()
+    (run / "fold7/metrics.json").write_text(json.dumps(stale))  # left by an earlier k=8 run
+    run_training(cfg, fold="none", full=True, log=quiet)
+    assert len(pd.read_csv(run / "full/history.csv")) == 1  # was round(mean(1, 1, 1, 12)) = 4
+
+
+def test_a_tie_in_the_monitor_keeps_the_epoch_with_the_lower_logloss(project, monkeypatch):
+    import comp.train.fold as fold_module
+
+    scripted = iter([(0.8, 0.5), (0.8, 0.3), (0.7, 0.2)])  # (accuracy, logloss) of epochs 1..3
+    real = fold_module.evaluate
+
+    def evaluate(*args, **kwargs):
+        metrics, probs = real(*args, **kwargs)
+        metrics["accuracy"], metrics["logloss"] = next(scripted)
+        return metrics, probs
+
+    monkeypatch.setattr(fold_module, "evaluate", evaluate)
+    result = run_training(load_config(project["path"], ["train.epochs=3"]), fold="0", log=quiet).results[0]
+    assert result.best_epoch == 2 and result.best_score == 0.8

@@ -101,6 +101,7 @@ class FoldTrainer:
         self.history: list[dict] = []
         self.best_score: float | None = None
         self.best_epoch = 0
+        self.best_logloss: float | None = None  # breaks ties in the monitored score
         self.bad_epochs = 0
         self.best_probs: np.ndarray | None = None
         self.start_epoch = 0
@@ -120,6 +121,7 @@ class FoldTrainer:
             "model": {k: v.detach().clone() for k, v in self.eval_weights().items()},
             "epoch": epoch, "epochs": self.spec.epochs, "finished": self.finished,
             "best_score": self.best_score, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs,
+            "best_logloss": self.best_logloss,
             "best_probs": None if self.best_probs is None else torch.from_numpy(self.best_probs),
             "history": self.history,
             "classes": list(self.comp.classes_), "config": self.cfg.to_dict(),
@@ -156,7 +158,7 @@ class FoldTrainer:
         self.ctx.scaler.load_state_dict(state["scaler"])
         self.history, self.start_epoch, self.finished = list(state["history"]), state["epoch"], state["finished"]
         self.best_score, self.best_epoch = state["best_score"], state["best_epoch"]
-        self.bad_epochs = state["bad_epochs"]
+        self.bad_epochs, self.best_logloss = state["bad_epochs"], state.get("best_logloss")
         self.best_probs = None if state["best_probs"] is None else state["best_probs"].numpy()
         restore_rng(state["rng"])
 
@@ -215,8 +217,9 @@ class FoldTrainer:
         score = row[self.cfg.train.monitor if self.cfg.train.monitor != "loss" else "valid_loss"]
         if self.ctx.scheduler is not None and self.cfg.train.scheduler == "plateau":
             self.ctx.scheduler.step(score)
-        if is_better(score, self.best_score, self.cfg.train.monitor):
+        if is_better(score, self.best_score, self.cfg.train.monitor, row["logloss"], self.best_logloss):
             self.best_score, self.best_epoch, self.best_probs = float(score), epoch + 1, probs
+            self.best_logloss = row["logloss"]
             return True
         return False
 

@@ -114,7 +114,7 @@ def run_training(cfg: Config, fold: str = "all", resume: bool = False, full: boo
             results.append(run_fold(cfg, comp, spec, runtime, resume, log=log))
         cv = write_cv(cfg, comp, folds, run_dir, fhash, chash) if runtime.is_main else None
         if full:
-            epochs = full_epochs or cfg.train.full_epochs or mean_best_epoch(run_dir, folds.k)
+            epochs = full_epochs or cfg.train.full_epochs or mean_best_epoch(run_dir, folds.k, fhash, chash)
             spec = FoldSpec("full", np.arange(len(comp.train)), None, epochs, run_dir / "full", fhash, chash)
             log(f"full fit on all {len(comp.train)} labelled images for {epochs} epochs")
             results.append(run_fold(cfg, comp, spec, runtime, resume, log=log))
@@ -123,12 +123,20 @@ def run_training(cfg: Config, fold: str = "all", resume: bool = False, full: boo
         teardown(runtime)
 
 
-def mean_best_epoch(run_dir: Path, k: int) -> int:
-    """Mean best epoch over the finished folds (the full fit's length when none is given)."""
-    best = [json.loads(p.read_text())["best_epoch"] for p in sorted(run_dir.glob("fold*/metrics.json"))]
+def mean_best_epoch(run_dir: Path, k: int, fhash: str, chash: str) -> int:
+    """Mean best epoch over the finished folds of this folds file and config (the full fit's length).
+
+    A ``fold<n>/metrics.json`` left by another k, folds file or config is not counted.
+    """
+    best = []
+    for f in range(k):
+        path = run_dir / f"fold{f}" / "metrics.json"
+        metrics = json.loads(path.read_text()) if path.is_file() else {}
+        if metrics.get("finished") and metrics.get("folds_hash") == fhash and metrics.get("config_hash") == chash:
+            best.append(metrics["best_epoch"])
     if not best:
-        raise TrainError(f"{run_dir}: no finished fold to take the epoch count from; "
-                         f"train the folds first or pass --full-epochs N")
+        raise TrainError(f"{run_dir}: no finished fold of this folds file and config to take the epoch count "
+                         f"from; train the folds first or pass --full-epochs N")
     return max(1, int(round(float(np.mean(best)))))
 
 
