@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -161,3 +162,54 @@ def test_a_tie_in_the_monitor_keeps_the_epoch_with_the_lower_logloss(project, mo
     monkeypatch.setattr(fold_module, "evaluate", evaluate)
     result = run_training(load_config(project["path"], ["train.epochs=3"]), fold="0", log=quiet).results[0]
     assert result.best_epoch == 2 and result.best_score == 0.8
+
+
+# -- 6. cut-points judged out of fold ------------------------------------------------------------------
+
+
+def _grade_probs(centre: np.ndarray, num_classes: int = 5) -> np.ndarray:
+    grades = np.arange(num_classes)
+    probs = np.exp(-((grades[None] - centre[:, None]) ** 2) / 0.5)
+    return probs / probs.sum(1, keepdims=True)
+
+
+def test_cutpoints_that_only_fit_their_own_rows_are_dropped_and_the_output_says_so():
+    from comp.predict.ordinal import crossfit_cutpoints
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 5, 150)
+    probs = _grade_probs(y + rng.normal(0, 0.9, 150))  # unbiased but noisy: tuning only fits the noise
+    cut = crossfit_cutpoints(probs, y, np.arange(150) % 5)
+    assert cut.qwk_in_sample > cut.qwk_start + 0.01  # what was reported before, as the gain
+    assert not cut.kept and cut.qwk_tuned == cut.qwk_start
+    assert cut.thresholds.tolist() == [0.5, 1.5, 2.5, 3.5] and "dropped" in cut.note
+
+
+def test_cutpoints_that_help_out_of_fold_are_kept_and_reported_out_of_fold():
+    from comp.predict.ordinal import apply_cutpoints, crossfit_cutpoints, expected_grade, qwk
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 5, 1000)
+    probs = _grade_probs(0.55 * y + 0.4 + rng.normal(0, 0.15, 1000))  # the model under-calls severe grades
+    cut = crossfit_cutpoints(probs, y, np.arange(1000) % 5)
+    assert cut.kept and cut.qwk_tuned > cut.qwk_start + 0.1
+    in_sample = qwk(y, apply_cutpoints(expected_grade(probs), cut.thresholds), 5)
+    assert in_sample == pytest.approx(cut.qwk_in_sample) and cut.qwk_tuned < in_sample
+
+
+def test_submit_ordinal_reports_the_out_of_fold_qwk(in_tmp, make_competition, write_config):
+    from click.testing import CliRunner
+    from test_submit import MODEL, fabricate_run
+
+    from comp.cli import main
+    from comp.competition import load_competition
+
+    root = make_competition(counts={"0": 10, "1": 10, "2": 10}, n_test=4)
+    path = write_config(root, name="grades", model=MODEL, train={"device": "cpu"})
+    cfg = load_config(path)
+    fabricate_run(cfg, load_competition(cfg.data), seed=3)  # random OOF probabilities: any tuned gain is noise
+    result = CliRunner().invoke(main, ["submit", "--ordinal", "--config", str(path)])
+    assert result.exit_code == 0, result.output
+    meta = json.loads((in_tmp / "submissions/grades.json").read_text())["ordinal"]
+    assert meta["qwk_in_sample"] > meta["qwk_start"] and not meta["kept"]
+    assert meta["thresholds"] == [0.5, 1.5] and "cut-points dropped" in result.output

@@ -19,7 +19,7 @@ from comp.config import Config
 from comp.errors import SubmitError
 from comp.io import atomic_write_text
 from comp.predict.ensemble import merge_probs, normalize_weights
-from comp.predict.ordinal import CutPoints, apply_cutpoints, check_ordinal_classes, expected_grade, optimize_cutpoints
+from comp.predict.ordinal import CutPoints, apply_cutpoints, check_ordinal_classes, crossfit_cutpoints, expected_grade
 from comp.predict.select import PolicyScore, blend_oof, score_policies, union_views
 from comp.predict.tta import AUTO_POLICIES, IDENTITY, parse_tta
 from comp.submit.format import SampleFormat, build_submission, probs_frame, sample_format, to_csv_text
@@ -39,7 +39,8 @@ class SubmitRequest:
         merge: ``mean``, ``geometric`` or ``logits`` for views, folds and experiments (``auto`` chooses it).
         weights: One blend weight per experiment (normalised); None: equal.
         use_full: Add each experiment's ``full/`` model to its fold models.
-        ordinal: Tune QWK cut-points on the OOF expected grade and use them for the labels.
+        ordinal: Labels from QWK cut-points on the OOF expected grade, cross-fitted over the folds (kept
+            only if they beat the start points out of fold).
     """
 
     experiments: list[str]
@@ -167,7 +168,7 @@ def make_submission(cfg: Config, request: SubmitRequest, settings=None, out_dir:
     labels, cut = None, None
     if request.ordinal:
         oof = _oof_probs(ctx, views, mode) if oof is None else oof
-        cut = optimize_cutpoints(oof, y)
+        cut = crossfit_cutpoints(oof, y, ctx.experiments[0].folds.frame["fold"].to_numpy())
         labels = apply_cutpoints(expected_grade(probs), cut.thresholds)
     result = _write(ctx, request, ids, probs, labels, views, out_dir)
     result.policy, result.merge, result.auto_table, result.cutpoints = policy, mode, table, cut
@@ -182,7 +183,7 @@ def _oof_metrics(oof: np.ndarray | None, y: np.ndarray, cut: CutPoints | None) -
         return {}
     metrics = compute_metrics(y, oof)
     if cut is not None:
-        metrics["qwk"] = cut.qwk_tuned  # the labels come from the cut-points (tuned on these rows)
+        metrics["qwk"] = cut.qwk_tuned  # the labels come from the cut-points (judged out of fold)
     return metrics
 
 
@@ -213,7 +214,8 @@ def _write_meta(result: SubmitResult, ctx: _Context, request: SubmitRequest) -> 
         "sample_submission": str(ctx.fmt.path),
         "ordinal": None if cut is None else {
             "thresholds": [float(t) for t in cut.thresholds], "qwk_argmax": cut.qwk_argmax,
-            "qwk_start": cut.qwk_start, "qwk_tuned": cut.qwk_tuned,
+            "qwk_start": cut.qwk_start, "qwk_tuned": cut.qwk_tuned, "qwk_in_sample": cut.qwk_in_sample,
+            "kept": cut.kept,
         },
         "oof": result.oof,
     }
