@@ -213,3 +213,23 @@ def test_submit_ordinal_reports_the_out_of_fold_qwk(in_tmp, make_competition, wr
     meta = json.loads((in_tmp / "submissions/grades.json").read_text())["ordinal"]
     assert meta["qwk_in_sample"] > meta["qwk_start"] and not meta["kept"]
     assert meta["thresholds"] == [0.5, 1.5] and "cut-points dropped" in result.output
+
+
+# -- 5. tuning and CV kept apart -----------------------------------------------------------------------
+
+
+def test_train_after_tune_does_not_rerun_the_best_trial_and_cv_marks_the_tuned_fold(tiny_project):
+    from comp.tune import TuneOptions, run_tune
+
+    project = tiny_project(tune={"trials": 1, "epochs": 1, "folds": [0], "space": {"train.lr": {"choices": [0.01]}}})
+    run_tune(load_config(project["path"]), TuneOptions(trials=1, plots=False), log=quiet)
+    tune = project["dir"] / "runs/exp/tune"
+    cfg = load_config(project["path"], ["train.epochs=1"])
+    run_training(cfg, log=quiet)
+    trial = pd.read_csv(tune / "trials/0/fold0/history.csv").drop(columns=["seconds", "images_per_s"])
+    fold0 = pd.read_csv(project["dir"] / "runs/exp/fold0/history.csv").drop(columns=["seconds", "images_per_s"])
+    assert list(trial.columns) == list(fold0.columns) and trial["train_loss"][0] != fold0["train_loss"][0]
+    cv = json.loads((project["dir"] / "runs/exp/cv.json").read_text())
+    assert cv["tuned_folds"] == [0] and cv["untuned"]["folds"] == [1, 2]
+    untuned = [cv["per_fold"][f]["accuracy"] for f in ("1", "2")]
+    assert cv["untuned"]["mean"]["accuracy"] == pytest.approx(np.mean(untuned))

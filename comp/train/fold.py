@@ -33,7 +33,11 @@ EpochCallback = Callable[[int, dict], None]  # (epoch, history row); may raise t
 
 @dataclass
 class FoldSpec:
-    """What one training run covers: ``fold`` is an int, or ``"full"`` for the final fit."""
+    """What one training run covers: ``fold`` is an int, or ``"full"`` for the final fit.
+
+    ``stream`` names the seed stream: ``"cv"`` for ``comp train``, ``"tune"`` for a tuning trial, so the
+    CV's fold is not a bit-for-bit rerun of the best trial (the maximum over trials, scored on that fold).
+    """
 
     fold: int | str
     train_idx: np.ndarray
@@ -42,6 +46,7 @@ class FoldSpec:
     out_dir: Path
     folds_hash: str
     config_hash: str
+    stream: str = "cv"
 
 
 @dataclass
@@ -82,10 +87,11 @@ class FoldTrainer:
 
     def __init__(self, cfg: Config, comp: Competition, spec: FoldSpec, runtime: Runtime):
         self.cfg, self.comp, self.spec, self.runtime = cfg, comp, spec, runtime
-        fold_key = spec.fold if isinstance(spec.fold, int) else -1
-        seed_everything(derive_seed(cfg.train.seed, fold_key, "init"))
+        key = (cfg.train.seed, spec.fold if isinstance(spec.fold, int) else -1)
+        key += () if spec.stream == "cv" else (spec.stream,)  # the CV keeps the seeds it always had
+        seed_everything(derive_seed(*key, "init"))
         self.loaders = build_fold_loaders(cfg, comp, spec.train_idx, spec.valid_idx, runtime,
-                                          seed=derive_seed(cfg.train.seed, fold_key, "data"))
+                                          seed=derive_seed(*key, "data"))
         self.model = prepare_model(cfg, comp.num_classes, runtime)
         self.wrapped = _wrap(self.model, cfg, runtime)
         optimizer = create_optimizer(self.model, cfg.train, runtime.device)

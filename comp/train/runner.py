@@ -140,6 +140,25 @@ def mean_best_epoch(run_dir: Path, k: int, fhash: str, chash: str) -> int:
     return max(1, int(round(float(np.mean(best)))))
 
 
+def tuned_split(run_dir: Path, fhash: str, fold_of_row: np.ndarray, table: pd.DataFrame, comp: Competition,
+                probs: np.ndarray) -> dict:
+    """``tuned_folds`` (the folds ``comp tune`` scored its trials on, from ``tune/summary.json``) and
+    ``untuned`` (mean and pooled OOF metrics of the other folds: the CV no hyperparameter was chosen on)."""
+    path = run_dir / "tune" / "summary.json"
+    summary = json.loads(path.read_text()) if path.is_file() else {}
+    if summary.get("folds_hash", fhash) != fhash:
+        summary = {}  # tuned on another folds file: its fold numbers mean other rows
+    tuned = sorted(int(f) for f in summary.get("folds") or [])
+    untuned = [f for f in range(len(table)) if f not in tuned]
+    if not tuned or not untuned:
+        return {"tuned_folds": tuned, "untuned": None}
+    rows = ~np.isin(fold_of_row, tuned)
+    part = table.loc[[str(f) for f in untuned]]
+    return {"tuned_folds": tuned, "untuned": {
+        "folds": untuned, "mean": {m: float(part[m].mean()) for m in METRICS if m in part},
+        "oof": compute_metrics(comp.train["target"].to_numpy()[rows], probs[rows])}}
+
+
 def write_cv(cfg: Config, comp: Competition, folds: Folds, run_dir: Path, fhash: str, chash: str) -> dict | None:
     """Pool the folds' OOF predictions and write ``oof.csv`` and ``cv.json`` (None until every fold is done)."""
     per_fold, best_epochs, parts = {}, [], []
@@ -169,6 +188,7 @@ def write_cv(cfg: Config, comp: Competition, folds: Folds, run_dir: Path, fhash:
         "std": {m: float(table[m].std(ddof=0)) for m in METRICS if m in table},
         "oof": compute_metrics(comp.train["target"].to_numpy(), probs),
         "best_epochs": best_epochs, "complete": True,
+        **tuned_split(run_dir, fhash, folds.frame["fold"].to_numpy(), table, comp, probs),
     }
     atomic_write_text(run_dir / "oof.csv", oof.to_csv(index=False, lineterminator="\n", float_format="%.6g"))
     atomic_write_text(run_dir / "cv.json", json.dumps(cv, indent=2) + "\n")
