@@ -61,6 +61,7 @@ def _print_result(result, monitor: str) -> None:
         thresholds = ", ".join(f"{t:.3f}" for t in cut.thresholds)
         click.echo(f"ordinal cut-points {thresholds}: OOF QWK {cut.qwk_start:.4f} -> {cut.qwk_tuned:.4f} "
                    f"(argmax {cut.qwk_argmax:.4f})")
+        click.echo(cut.note)
     click.echo(f"target: {result.target}")
     click.echo(f"{result.submission} written: {result.rows} rows, TTA {result.policy} ({len(result.views)} views), "
                f"merge {result.merge}, {result.seconds:.1f}s; probabilities in {result.probs}")

@@ -19,7 +19,7 @@ from comp.config import Config
 from comp.errors import SubmitError
 from comp.io import atomic_write_text
 from comp.predict.ensemble import merge_probs, normalize_weights
-from comp.predict.ordinal import CutPoints, apply_cutpoints, expected_grade, optimize_cutpoints
+from comp.predict.ordinal import CutPoints, apply_cutpoints, crossfit_cutpoints, expected_grade
 from comp.predict.select import PolicyScore, blend_oof, score_policies, union_views
 from comp.predict.tta import AUTO_POLICIES, IDENTITY, parse_tta
 from comp.submit.format import SampleFormat, build_submission, probs_frame, sample_format, to_csv_text
@@ -39,7 +39,8 @@ class SubmitRequest:
         merge: ``mean``, ``geometric`` or ``logits`` for views, folds and experiments (``auto`` chooses it).
         weights: One blend weight per experiment (normalised); None: equal.
         use_full: Add each experiment's ``full/`` model to its fold models.
-        ordinal: Tune QWK cut-points on the OOF expected grade and use them for the labels.
+        ordinal: Labels from QWK cut-points on the OOF expected grade, cross-fitted over the folds (kept
+            only if they beat the start points out of fold).
     """
 
     experiments: list[str]
@@ -171,9 +172,9 @@ def make_submission(cfg: Config, request: SubmitRequest, settings=None, out_dir:
     _check_finite(oof, ctx.comp.train["id"].tolist(), "OOF")
     labels, oof_labels, cut = None, None, None
     if request.ordinal:
-        cut = optimize_cutpoints(oof, y)
+        cut = crossfit_cutpoints(oof, y, ctx.experiments[0].folds.frame["fold"].to_numpy())
         labels = apply_cutpoints(expected_grade(probs), cut.thresholds)
-        oof_labels = apply_cutpoints(expected_grade(oof), cut.thresholds)
+        oof_labels = cut.oof_pred  # each held-out fold cut by points fitted on the other folds
     result = _write(ctx, request, ids, probs, labels, views, out_dir)
     result.policy, result.merge, result.auto_table, result.cutpoints = policy, mode, table, cut
     result.target = f"{ctx.fmt.kind} ({ctx.fmt.reason})"
@@ -234,7 +235,8 @@ def _write_meta(result: SubmitResult, ctx: _Context, request: SubmitRequest) -> 
                    "positive": None if ctx.fmt.positive is None else ctx.fmt.classes[ctx.fmt.positive]},
         "ordinal": None if cut is None else {
             "thresholds": [float(t) for t in cut.thresholds], "qwk_argmax": cut.qwk_argmax,
-            "qwk_start": cut.qwk_start, "qwk_tuned": cut.qwk_tuned,
+            "qwk_start": cut.qwk_start, "qwk_tuned": cut.qwk_tuned, "qwk_in_sample": cut.qwk_in_sample,
+            "kept": cut.kept,
         },
         "oof": result.oof,
     }

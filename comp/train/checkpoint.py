@@ -2,10 +2,10 @@
 
 A checkpoint is a dict of tensors and plain values:
 ``model`` (state dict of the weights to evaluate: the EMA weights when EMA is on), ``raw_model``
-(the trained weights when EMA is on, else absent), ``optimizer``, ``scheduler``, ``scaler``,
-``epoch`` (epochs completed), ``best_score``, ``best_epoch``, ``bad_epochs``, ``rng``,
-``classes``, ``config`` (the resolved config as a dict), ``config_hash``, ``folds_hash``, ``fold``,
-``num_classes``, ``in_chans``, ``history`` (list of per-epoch dicts).
+(the trained weights when EMA is on, else absent), ``ema_updates`` (EMA steps taken: its warm-up),
+``optimizer``, ``scheduler``, ``scaler``, ``epoch`` (epochs completed), ``best_score``, ``best_epoch``,
+``bad_epochs``, ``rng``, ``classes``, ``config`` (the resolved config as a dict), ``config_hash``,
+``folds_hash``, ``fold``, ``num_classes``, ``in_chans``, ``history`` (list of per-epoch dicts).
 """
 
 from __future__ import annotations

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import dataclass
 
@@ -111,12 +110,6 @@ def _all_reduce_mean(total: torch.Tensor, count: int, runtime: Runtime) -> float
     return float(total) / max(1, count)
 
 
-def _criterion_on_cpu(criterion: nn.Module) -> nn.Module:
-    """The criterion for logits gathered on the CPU (a copy when its class weights live on the device)."""
-    weight = getattr(criterion, "weight", None)
-    return criterion if weight is None or weight.device.type == "cpu" else copy.deepcopy(criterion).cpu()
-
-
 @torch.inference_mode()
 def predict_logits(model: nn.Module, loader, ctx: StepContext) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits (N, C) in float32 and labels (N,) for the whole loader, on the CPU."""
@@ -136,6 +129,8 @@ def evaluate(model: nn.Module, loader, index: np.ndarray, n_rows: int, ctx: Step
     """Metrics on the validation fold and its class probabilities (n_rows, C) in fold order.
 
     Under DDP each rank predicts its shard; shards are gathered so every rank sees all rows.
+    The ``loss`` is the plain log loss (no class weights, no label smoothing), whatever the training
+    criterion: epochs, folds and tuning trials with other weights or smoothing stay comparable.
     """
     logits, labels = predict_logits(model, loader, ctx)
     if ctx.runtime.distributed:
@@ -146,6 +141,6 @@ def evaluate(model: nn.Module, loader, index: np.ndarray, n_rows: int, ctx: Step
         for idx, lg, lb in gathered:  # padded duplicates write the same values twice
             full_logits[idx], full_labels[idx] = lg, lb
         logits, labels = torch.from_numpy(full_logits), torch.from_numpy(full_labels)
-    loss = _criterion_on_cpu(ctx.criterion)(logits, labels).item()
+    loss = nn.functional.cross_entropy(logits, labels).item()
     probs = torch.softmax(logits, dim=1).numpy()
     return compute_metrics(labels.numpy(), probs, loss), probs

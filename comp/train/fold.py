@@ -21,6 +21,7 @@ from comp.errors import CheckpointError
 from comp.io import atomic_write_text
 from comp.models.factory import create_model
 from comp.train.checkpoint import capture_rng, check_checkpoint, load_checkpoint, restore_rng, save_checkpoint
+from comp.train.checks import setting_warnings
 from comp.train.device import Runtime
 from comp.train.engine import StepContext, evaluate, train_one_epoch
 from comp.train.loaders import build_fold_loaders
@@ -32,7 +33,11 @@ EpochCallback = Callable[[int, dict], None]  # (epoch, history row); may raise t
 
 @dataclass
 class FoldSpec:
-    """What one training run covers: ``fold`` is an int, or ``"full"`` for the final fit."""
+    """What one training run covers: ``fold`` is an int, or ``"full"`` for the final fit.
+
+    ``stream`` names the seed stream: ``"cv"`` for ``comp train``, ``"tune"`` for a tuning trial, so the
+    CV's fold is not a bit-for-bit rerun of the best trial (the maximum over trials, scored on that fold).
+    """
 
     fold: int | str
     train_idx: np.ndarray
@@ -41,6 +46,7 @@ class FoldSpec:
     out_dir: Path
     folds_hash: str
     config_hash: str
+    stream: str = "cv"
 
 
 @dataclass
@@ -81,10 +87,11 @@ class FoldTrainer:
 
     def __init__(self, cfg: Config, comp: Competition, spec: FoldSpec, runtime: Runtime):
         self.cfg, self.comp, self.spec, self.runtime = cfg, comp, spec, runtime
-        fold_key = spec.fold if isinstance(spec.fold, int) else -1
-        seed_everything(derive_seed(cfg.train.seed, fold_key, "init"))
+        key = (cfg.train.seed, spec.fold if isinstance(spec.fold, int) else -1)
+        key += () if spec.stream == "cv" else (spec.stream,)  # the CV keeps the seeds it always had
+        seed_everything(derive_seed(*key, "init"))
         self.loaders = build_fold_loaders(cfg, comp, spec.train_idx, spec.valid_idx, runtime,
-                                          seed=derive_seed(cfg.train.seed, fold_key, "data"))
+                                          seed=derive_seed(*key, "data"))
         self.model = prepare_model(cfg, comp.num_classes, runtime)
         self.wrapped = _wrap(self.model, cfg, runtime)
         optimizer = create_optimizer(self.model, cfg.train, runtime.device)
@@ -100,6 +107,7 @@ class FoldTrainer:
         self.history: list[dict] = []
         self.best_score: float | None = None
         self.best_epoch = 0
+        self.best_logloss: float | None = None  # breaks ties in the monitored score
         self.bad_epochs = 0
         self.best_probs: np.ndarray | None = None
         self.start_epoch = 0
@@ -119,6 +127,7 @@ class FoldTrainer:
             "model": {k: v.detach().clone() for k, v in self.eval_weights().items()},
             "epoch": epoch, "epochs": self.spec.epochs, "finished": self.finished,
             "best_score": self.best_score, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs,
+            "best_logloss": self.best_logloss,
             "best_probs": None if self.best_probs is None else torch.from_numpy(self.best_probs),
             "history": self.history,
             "classes": list(self.comp.classes_), "config": self.cfg.to_dict(),
@@ -129,6 +138,7 @@ class FoldTrainer:
         if resumable:
             state.update({
                 "raw_model": self.model.state_dict() if ctx.ema is not None else None,
+                "ema_updates": ctx.ema.updates if ctx.ema is not None else 0,
                 "optimizer": ctx.optimizer.state_dict(),
                 "scheduler": ctx.scheduler.state_dict() if ctx.scheduler is not None else None,
                 "scaler": ctx.scaler.state_dict(),
@@ -147,14 +157,14 @@ class FoldTrainer:
             raise CheckpointError(f"{path}: planned for {state.get('epochs')} epochs, this run {self.spec.epochs}")
         self.model.load_state_dict(state["raw_model"] if state.get("raw_model") is not None else state["model"])
         if self.ctx.ema is not None:
-            self.ctx.ema.load_state_dict(state["model"])
+            self.ctx.ema.load_state_dict(state["model"], updates=int(state.get("ema_updates", 0)))
         self.ctx.optimizer.load_state_dict(state["optimizer"])
         if self.ctx.scheduler is not None and state["scheduler"] is not None:
             self.ctx.scheduler.load_state_dict(state["scheduler"])
         self.ctx.scaler.load_state_dict(state["scaler"])
         self.history, self.start_epoch, self.finished = list(state["history"]), state["epoch"], state["finished"]
         self.best_score, self.best_epoch = state["best_score"], state["best_epoch"]
-        self.bad_epochs = state["bad_epochs"]
+        self.bad_epochs, self.best_logloss = state["bad_epochs"], state.get("best_logloss")
         self.best_probs = None if state["best_probs"] is None else state["best_probs"].numpy()
         restore_rng(state["rng"])
 
@@ -163,6 +173,9 @@ class FoldTrainer:
         out = self.spec.out_dir
         monitor = self.cfg.train.monitor
         ahead = None  # the next epoch's batches, started before this epoch's validation
+        if self.runtime.is_main and self.start_epoch == 0:
+            for line in setting_warnings(self.cfg, len(self.loaders.train) * self.spec.epochs):
+                log(f"fold {self.spec.fold}: {line}")
         for epoch in range(self.start_epoch, self.spec.epochs):
             if self.finished:
                 break
@@ -210,8 +223,9 @@ class FoldTrainer:
         score = row[self.cfg.train.monitor if self.cfg.train.monitor != "loss" else "valid_loss"]
         if self.ctx.scheduler is not None and self.cfg.train.scheduler == "plateau":
             self.ctx.scheduler.step(score)
-        if is_better(score, self.best_score, self.cfg.train.monitor):
+        if is_better(score, self.best_score, self.cfg.train.monitor, row["logloss"], self.best_logloss):
             self.best_score, self.best_epoch, self.best_probs = float(score), epoch + 1, probs
+            self.best_logloss = row["logloss"]
             return True
         return False
 

@@ -32,7 +32,8 @@ def compute_metrics(y_true: np.ndarray, probs: np.ndarray, loss: float | None = 
     Returns:
         ``accuracy``, ``f1`` (macro over every class, as scikit-learn and Kaggle average), ``qwk``
         (quadratic weighted kappa on the argmax, classes in ``classes_`` order), ``auc`` (macro
-        one-vs-rest), ``logloss``, and ``loss`` when given (the training criterion's value).
+        one-vs-rest), ``logloss``, and ``loss`` when given (the validation log loss from the
+        logits: no class weights, no smoothing).
     """
     y_true = np.asarray(y_true, dtype=np.int64)
     probs = np.asarray(probs, dtype=np.float64)
@@ -54,8 +55,17 @@ def compute_metrics(y_true: np.ndarray, probs: np.ndarray, loss: float | None = 
     return out
 
 
-def is_better(score: float, best: float | None, monitor: str) -> bool:
-    """Whether ``score`` improves on ``best`` for the monitored metric."""
+def is_better(score: float, best: float | None, monitor: str, tie: float | None = None,
+              best_tie: float | None = None) -> bool:
+    """Whether ``score`` improves on ``best`` for the monitored metric.
+
+    Args:
+        tie: A lower-is-better tie-breaker (the log loss): an equal ``score`` with a lower ``tie`` than
+            ``best_tie`` is better, so an accuracy plateau keeps its most confident epoch, not its first.
+        best_tie: The tie-breaker of ``best``.
+    """
     if best is None or np.isnan(best):
         return not np.isnan(score)
+    if score == best and tie is not None and best_tie is not None:
+        return tie < best_tie
     return score > best if HIGHER_IS_BETTER[monitor] else score < best

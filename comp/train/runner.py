@@ -116,7 +116,7 @@ def run_training(cfg: Config, fold: str = "all", resume: bool = False, full: boo
             results.append(run_fold(cfg, comp, spec, runtime, resume, log=log))
         cv = write_cv(cfg, comp, folds, run_dir, fhash, chash) if runtime.is_main else None
         if full:
-            epochs = full_epochs or cfg.train.full_epochs or mean_best_epoch(run_dir, folds.k)
+            epochs = full_epochs or cfg.train.full_epochs or mean_best_epoch(run_dir, folds.k, fhash, chash)
             spec = FoldSpec("full", np.arange(len(comp.train)), None, epochs, run_dir / "full", fhash, chash)
             log(f"full fit on all {len(comp.train)} labelled images for {epochs} epochs")
             results.append(run_fold(cfg, comp, spec, runtime, resume, log=log))
@@ -125,13 +125,40 @@ def run_training(cfg: Config, fold: str = "all", resume: bool = False, full: boo
         teardown(runtime)
 
 
-def mean_best_epoch(run_dir: Path, k: int) -> int:
-    """Mean best epoch over the finished folds (the full fit's length when none is given)."""
-    best = [json.loads(p.read_text())["best_epoch"] for p in sorted(run_dir.glob("fold*/metrics.json"))]
+def mean_best_epoch(run_dir: Path, k: int, fhash: str, chash: str) -> int:
+    """Mean best epoch over the finished folds of this folds file and config (the full fit's length).
+
+    A ``fold<n>/metrics.json`` left by another k, folds file or config is not counted.
+    """
+    best = []
+    for f in range(k):
+        path = run_dir / f"fold{f}" / "metrics.json"
+        metrics = json.loads(path.read_text()) if path.is_file() else {}
+        if metrics.get("finished") and metrics.get("folds_hash") == fhash and metrics.get("config_hash") == chash:
+            best.append(metrics["best_epoch"])
     if not best:
-        raise TrainError(f"{run_dir}: no finished fold to take the epoch count from; "
-                         f"train the folds first or pass --full-epochs N")
+        raise TrainError(f"{run_dir}: no finished fold of this folds file and config to take the epoch count "
+                         f"from; train the folds first or pass --full-epochs N")
     return max(1, int(round(float(np.mean(best)))))
+
+
+def tuned_split(run_dir: Path, fhash: str, fold_of_row: np.ndarray, table: pd.DataFrame, comp: Competition,
+                probs: np.ndarray) -> dict:
+    """``tuned_folds`` (the folds ``comp tune`` scored its trials on, from ``tune/summary.json``) and
+    ``untuned`` (mean and pooled OOF metrics of the other folds: the CV no hyperparameter was chosen on)."""
+    path = run_dir / "tune" / "summary.json"
+    summary = json.loads(path.read_text()) if path.is_file() else {}
+    if summary.get("folds_hash", fhash) != fhash:
+        summary = {}  # tuned on another folds file: its fold numbers mean other rows
+    tuned = sorted(int(f) for f in summary.get("folds") or [])
+    untuned = [f for f in range(len(table)) if f not in tuned]
+    if not tuned or not untuned:
+        return {"tuned_folds": tuned, "untuned": None}
+    rows = ~np.isin(fold_of_row, tuned)
+    part = table.loc[[str(f) for f in untuned]]
+    return {"tuned_folds": tuned, "untuned": {
+        "folds": untuned, "mean": {m: float(part[m].mean()) for m in METRICS if m in part},
+        "oof": compute_metrics(comp.train["target"].to_numpy()[rows], probs[rows])}}
 
 
 def write_cv(cfg: Config, comp: Competition, folds: Folds, run_dir: Path, fhash: str, chash: str) -> dict | None:
@@ -163,6 +190,7 @@ def write_cv(cfg: Config, comp: Competition, folds: Folds, run_dir: Path, fhash:
         "std": {m: float(table[m].std(ddof=0)) for m in METRICS if m in table},
         "oof": compute_metrics(comp.train["target"].to_numpy(), probs),
         "best_epochs": best_epochs, "complete": True,
+        **tuned_split(run_dir, fhash, folds.frame["fold"].to_numpy(), table, comp, probs),
     }
     atomic_write_text(run_dir / "oof.csv", oof.to_csv(index=False, lineterminator="\n", float_format="%.6g"))
     atomic_write_text(run_dir / "cv.json", json.dumps(cv, indent=2) + "\n")

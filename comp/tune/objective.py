@@ -102,6 +102,7 @@ class Objective:
         scores: dict[str, float] = {}
         for pos, fold in enumerate(self._fold_order(trial.number)):
             spec = fold_spec(s.folds, fold, trial_dir, s.epochs, self.fhash, chash)
+            spec.stream = "tune"  # seeds of its own: comp train --params must not rerun the best trial
             try:
                 result = run_fold(cfg, s.comp, spec, s.runtime, callback=self._reporter(trial, pos, fold),
                                   log=lambda line, n=trial.number: s.log(f"trial {n}: {line}"))

@@ -63,7 +63,8 @@ def summarize(study: optuna.Study, spec: StudySpec, budget: int, epochs_per_tria
     return {
         "study": study.study_name, "storage": redact_url(spec.storage), "direction": spec.direction,
         "monitor": spec.key.get("monitor"), "pruner": spec.pruner, "seed": spec.seed,
-        "folds": spec.key.get("folds"), "epochs_per_fold": spec.key.get("epochs"),
+        "folds": spec.key.get("folds"), "folds_hash": spec.key.get("folds_hash"),
+        "epochs_per_fold": spec.key.get("epochs"),
         "trials_requested": budget, "trials_finished": len(finished), "states": states,
         "surplus": sum(bool(t.user_attrs.get(SURPLUS_ATTR)) for t in trials),
         "retried": sum("failed_trial" in t.system_attrs for t in trials),

@@ -1,0 +1,235 @@
+"""Issue 13: an honest CV and sound training (each test failed on the code before the fix)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from comp.config import load_config
+from comp.train.checkpoint import load_checkpoint
+from comp.train.optim import create_criterion
+from comp.train.runner import run_training
+
+
+@pytest.fixture
+def project(tiny_project):
+    """A tiny 3-class competition (3 folds, 2 epochs of a 0.37M-parameter timm model) in an empty folder."""
+    return tiny_project()
+
+
+def quiet(_line: str) -> None:
+    pass
+
+
+def _batch(seed: int = 0, n: int = 12, c: int = 3):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(n, c, generator=gen), torch.randint(0, c, (n,), generator=gen)
+
+
+@pytest.mark.parametrize("weights,eps", [(None, 0.0), (None, 0.1), ([0.5, 2.0, 1.0], 0.0)])
+def test_loss_equals_pytorch_when_weights_or_smoothing_alone(weights, eps):
+    logits, target = _batch()
+    w = None if weights is None else torch.tensor(weights)
+    ours = create_criterion(w, eps, torch.device("cpu"))(logits, target)
+    torch.testing.assert_close(ours, nn.CrossEntropyLoss(weight=w, label_smoothing=eps)(logits, target))
+
+
+def test_loss_smooths_the_target_then_weights_each_sample():
+    logits, target = _batch(1)
+    w, eps = torch.tensor([0.2, 3.0, 1.5]), 0.1
+    ours = create_criterion(w, eps, torch.device("cpu"))(logits, target)
+    q = torch.full_like(logits, eps / 3) + (1 - eps) * nn.functional.one_hot(target, 3)
+    per_sample = -(q * torch.log_softmax(logits, 1)).sum(1)
+    torch.testing.assert_close(ours, (w[target] * per_sample).sum() / w[target].sum())
+
+
+def test_weighted_smoothed_loss_keeps_each_samples_optimum():
+    """A majority-class image (weight 0.2, rare classes 3.0) must still be pulled to P(true) = 1 - e + e/C."""
+    w, eps = torch.tensor([0.2, 3.0, 3.0]), 0.1
+    criterion = create_criterion(w, eps, torch.device("cpu"))
+    logits = torch.zeros(1, 3, requires_grad=True)
+    opt = torch.optim.SGD([logits], lr=2.0)
+    for _ in range(500):
+        opt.zero_grad()
+        criterion(logits, torch.tensor([0])).backward()
+        opt.step()
+    p_true = torch.softmax(logits.detach(), 1)[0, 0].item()
+    assert p_true == pytest.approx(1 - eps + eps / 3, abs=1e-3)  # the old loss pulled it far lower
+
+
+# -- 2. EMA warm-up ----------------------------------------------------------------------------------
+
+
+def test_ema_warms_up_so_early_updates_follow_the_model():
+    from comp.train.optim import ModelEma
+
+    model = nn.Linear(2, 1, bias=False)
+    nn.init.zeros_(model.weight)
+    ema = ModelEma(model, 0.999)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    ema.update(model)
+    # t=0: decay min(0.999, 1/10) = 0.1, so the average moves 90% of the way (without warm-up: 0.1%)
+    assert ema.state_dict()["weight"].flatten().tolist() == pytest.approx([0.9, 0.9])
+    for _ in range(10_000):
+        ema.update(model)
+    assert ema.current_decay() == 0.999 and ema.updates == 10_001
+
+
+def test_ema_horizon_longer_than_a_third_of_the_run_is_one_warning_line(project):
+    lines = []
+    run_training(load_config(project["path"], ["train.epochs=1", "train.ema=0.999"]), fold="0", log=lines.append)
+    warned = [line for line in lines if "warning: train.ema=0.999" in line]
+    assert len(warned) == 1 and "\n" not in warned[0], lines
+    lines.clear()
+    run_training(load_config(project["path"], ["train.epochs=4", "train.ema=0.5"]), fold="0", log=lines.append)
+    assert not [line for line in lines if "warning" in line]
+
+
+def test_ema_resume_continues_the_warm_up_exactly(project):
+    from comp.competition import load_competition
+    from comp.folds import folds_hash, read_folds
+    from comp.train.device import setup_runtime
+    from comp.train.runner import fold_spec, run_fold, training_hash
+
+    cfg = load_config(project["path"], ["train.epochs=3", "train.ema=0.9"])
+    comp = load_competition(cfg.data)
+    folds = read_folds(cfg.folds.name, comp, k=cfg.folds.k)
+    runtime = setup_runtime(cfg.train)
+
+    def spec(name):
+        return fold_spec(folds, 0, project["dir"] / name, 3, folds_hash(cfg.folds.name), training_hash(cfg))
+
+    whole = run_fold(cfg, comp, spec("whole"), runtime, log=quiet)
+
+    def stop_after_first(epoch, row):
+        if epoch == 0:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_fold(cfg, comp, spec("cut"), runtime, callback=stop_after_first, log=quiet)
+    assert load_checkpoint(project["dir"] / "cut/fold0/last.pt")["ema_updates"] > 0
+    resumed = run_fold(cfg, comp, spec("cut"), runtime, resume=True, log=quiet)
+    drop = ("seconds", "images_per_s")
+    assert [{k: v for k, v in r.items() if k not in drop} for r in resumed.history] == \
+           [{k: v for k, v in r.items() if k not in drop} for r in whole.history]
+    a = load_checkpoint(project["dir"] / "whole/fold0/last.pt")["model"]
+    b = load_checkpoint(project["dir"] / "cut/fold0/last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+# -- 4. one yardstick for selection and tuning ---------------------------------------------------------
+
+
+def test_valid_loss_is_plain_logloss_whatever_the_weights_and_smoothing(project):
+    """``monitor: loss`` selects epochs and scores trials: it must not be each trial's own weighted criterion."""
+    cfg = load_config(project["path"], ["train.epochs=1", "train.monitor=loss", "train.label_smoothing=0.3",
+                                        "train.class_weights=[1.0,8.0,1.0]"])
+    row = run_training(cfg, fold="0", log=quiet).results[0].history[0]
+    assert row["valid_loss"] == pytest.approx(row["logloss"], rel=1e-4)
+
+
+# -- 7. the full fit's epoch count and ties in the monitor ----------------------------------------------
+
+
+def test_full_fit_counts_only_folds_of_this_folds_file_and_config(project):
+    cfg = load_config(project["path"], ["train.epochs=1"])
+    run_training(cfg, log=quiet)
+    stale = {"best_epoch": 12, "finished": True, "folds_hash": "old", "config_hash": "old"}
+    run = project["dir"] / "runs/exp"
+    (run / "fold7").mkdir()
+    (run / "fold7/metrics.json").write_text(json.dumps(stale))  # left by an earlier k=8 run
+    run_training(cfg, fold="none", full=True, log=quiet)
+    assert len(pd.read_csv(run / "full/history.csv")) == 1  # was round(mean(1, 1, 1, 12)) = 4
+
+
+def test_a_tie_in_the_monitor_keeps_the_epoch_with_the_lower_logloss(project, monkeypatch):
+    import comp.train.fold as fold_module
+
+    scripted = iter([(0.8, 0.5), (0.8, 0.3), (0.7, 0.2)])  # (accuracy, logloss) of epochs 1..3
+    real = fold_module.evaluate
+
+    def evaluate(*args, **kwargs):
+        metrics, probs = real(*args, **kwargs)
+        metrics["accuracy"], metrics["logloss"] = next(scripted)
+        return metrics, probs
+
+    monkeypatch.setattr(fold_module, "evaluate", evaluate)
+    result = run_training(load_config(project["path"], ["train.epochs=3"]), fold="0", log=quiet).results[0]
+    assert result.best_epoch == 2 and result.best_score == 0.8
+
+
+# -- 6. cut-points judged out of fold ------------------------------------------------------------------
+
+
+def _grade_probs(centre: np.ndarray, num_classes: int = 5) -> np.ndarray:
+    grades = np.arange(num_classes)
+    probs = np.exp(-((grades[None] - centre[:, None]) ** 2) / 0.5)
+    return probs / probs.sum(1, keepdims=True)
+
+
+def test_cutpoints_that_only_fit_their_own_rows_are_dropped_and_the_output_says_so():
+    from comp.predict.ordinal import crossfit_cutpoints
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 5, 150)
+    probs = _grade_probs(y + rng.normal(0, 0.9, 150))  # unbiased but noisy: tuning only fits the noise
+    cut = crossfit_cutpoints(probs, y, np.arange(150) % 5)
+    assert cut.qwk_in_sample > cut.qwk_start + 0.01  # what was reported before, as the gain
+    assert not cut.kept and cut.qwk_tuned == cut.qwk_start
+    assert cut.thresholds.tolist() == [0.5, 1.5, 2.5, 3.5] and "dropped" in cut.note
+
+
+def test_cutpoints_that_help_out_of_fold_are_kept_and_reported_out_of_fold():
+    from comp.predict.ordinal import apply_cutpoints, crossfit_cutpoints, expected_grade, qwk
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 5, 1000)
+    probs = _grade_probs(0.55 * y + 0.4 + rng.normal(0, 0.15, 1000))  # the model under-calls severe grades
+    cut = crossfit_cutpoints(probs, y, np.arange(1000) % 5)
+    assert cut.kept and cut.qwk_tuned > cut.qwk_start + 0.1
+    in_sample = qwk(y, apply_cutpoints(expected_grade(probs), cut.thresholds), 5)
+    assert in_sample == pytest.approx(cut.qwk_in_sample) and cut.qwk_tuned < in_sample
+
+
+def test_submit_ordinal_reports_the_out_of_fold_qwk(in_tmp, make_competition, write_config):
+    from click.testing import CliRunner
+    from test_submit import MODEL, fabricate_run
+
+    from comp.cli import main
+    from comp.competition import load_competition
+
+    root = make_competition(counts={"0": 10, "1": 10, "2": 10}, n_test=4)
+    path = write_config(root, name="grades", model=MODEL, train={"device": "cpu"})
+    cfg = load_config(path)
+    fabricate_run(cfg, load_competition(cfg.data), seed=3)  # random OOF probabilities: any tuned gain is noise
+    result = CliRunner().invoke(main, ["submit", "--ordinal", "--config", str(path)])
+    assert result.exit_code == 0, result.output
+    meta = json.loads((in_tmp / "submissions/grades.json").read_text())["ordinal"]
+    assert meta["qwk_in_sample"] > meta["qwk_start"] and not meta["kept"]
+    assert meta["thresholds"] == [0.5, 1.5] and "cut-points dropped" in result.output
+
+
+# -- 5. tuning and CV kept apart -----------------------------------------------------------------------
+
+
+def test_train_after_tune_does_not_rerun_the_best_trial_and_cv_marks_the_tuned_fold(tiny_project):
+    from comp.tune import TuneOptions, run_tune
+
+    project = tiny_project(tune={"trials": 1, "epochs": 1, "folds": [0], "space": {"train.lr": {"choices": [0.01]}}})
+    run_tune(load_config(project["path"]), TuneOptions(trials=1, plots=False), log=quiet)
+    tune = project["dir"] / "runs/exp/tune"
+    cfg = load_config(project["path"], ["train.epochs=1"])
+    run_training(cfg, log=quiet)
+    trial = pd.read_csv(tune / "trials/0/fold0/history.csv").drop(columns=["seconds", "images_per_s"])
+    fold0 = pd.read_csv(project["dir"] / "runs/exp/fold0/history.csv").drop(columns=["seconds", "images_per_s"])
+    assert list(trial.columns) == list(fold0.columns) and trial["train_loss"][0] != fold0["train_loss"][0]
+    cv = json.loads((project["dir"] / "runs/exp/cv.json").read_text())
+    assert cv["tuned_folds"] == [0] and cv["untuned"]["folds"] == [1, 2]
+    untuned = [cv["per_fold"][f]["accuracy"] for f in ("1", "2")]
+    assert cv["untuned"]["mean"]["accuracy"] == pytest.approx(np.mean(untuned))
