@@ -12,7 +12,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -57,7 +57,7 @@ class DataConfig(Section):
     image_size: int = Field(32, ge=8, le=4096)
     channels: Literal[1, 3] = 3
     cache_dir: Path = Path(".cache/images")
-    num_workers: int | Literal["auto"] = "auto"
+    num_workers: Annotated[int, Field(ge=0)] | Literal["auto"] = "auto"
 
     @field_validator("ext")
     @classmethod
@@ -217,6 +217,8 @@ def _field_annotation(loc: tuple) -> Any:
 def _type_name(annotation: Any) -> str:
     args = get_args(annotation)
     origin = get_origin(annotation)
+    if origin is Annotated:
+        return _type_name(args[0])
     if origin is Literal:
         return ", ".join(map(str, args))
     if origin in (list, tuple):

@@ -23,7 +23,7 @@ def snapshot(root: Path) -> dict[str, str]:
     out = {}
     for folder in ("runs", "folds", "submissions", "data"):
         for path in sorted((root / folder).rglob("*")) if (root / folder).exists() else []:
-            if path.is_file():
+            if path.is_file() and path.name != ".lock":  # the lock file is comp's bookkeeping, not a result
                 out[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
     return out
 
@@ -135,3 +135,74 @@ def test_score_needs_a_solution_for_every_id(run):
     refused(run["dir"], "score", run["dir"] / "submissions/exp.csv", "--solution", partial, "--config", run["config"],
             fragment="have no true label")
     assert json.loads((run["dir"] / "submissions/exp.json").read_text())["oof"]
+
+
+# ---------------------------------------------------------------- training: staging, lock, NaN, workers
+
+
+@pytest.fixture
+def trained(tiny_project):
+    project = tiny_project(folds={"k": 2}, train={"epochs": 1})
+    path = project["path"]
+    result = CliRunner().invoke(main, ["train", "--config", str(path), "--no-report"])
+    assert result.exit_code == 0, result.output
+    return {**project, "config": path}
+
+
+def test_a_refused_train_keeps_the_fold_results(trained):
+    refused(trained["dir"], "train", "--config", trained["config"], "--fold", "0", "--no-report",
+            "--set", "train.class_weights=[1,2]", fragment="class_weights")
+    refused(trained["dir"], "train", "--config", trained["config"], "--fold", "0", "--no-report",
+            "--set", "model.name=timm:no_such_net", fragment="no_such_net")
+    for setting, fragment in [("model.pretrained=missing.safetensors", "missing.safetensors"),
+                              ("augment.transforms=[{name: Blurr}]", "Blurr"),
+                              ("data.num_workers=-1", "num_workers")]:
+        refused(trained["dir"], "train", "--config", trained["config"], "--fold", "0", "--no-report",
+                "--set", setting, fragment=fragment)
+
+
+def test_nan_at_validation_is_one_line_and_keeps_results(trained, monkeypatch):
+    import comp.train.engine as engine
+
+    real = engine.predict_logits
+
+    def nan_logits(*args, **kwargs):
+        logits, labels = real(*args, **kwargs)
+        return torch.full_like(logits, float("nan")), labels
+
+    monkeypatch.setattr(engine, "predict_logits", nan_logits)
+    refused(trained["dir"], "train", "--config", trained["config"], "--fold", "0", "--no-report",
+            fragment="fold 0: validation predictions are NaN or inf")
+
+
+def test_a_worker_error_is_its_own_line(trained):
+    folds = pd.read_csv(trained["dir"] / "folds/exp.csv", dtype=str)
+    valid_id = folds.loc[folds["fold"] == "0", "id"].iloc[0]  # every validation image is read (training drops a batch)
+    (trained["root"] / "train" / f"{valid_id}.png").write_bytes(b"not a png")
+    line = refused(trained["dir"], "train", "--config", trained["config"], "--fold", "0", "--no-report",
+                   "--set", "data.num_workers=2", fragment="not a readable image")
+    assert "DataLoader worker" not in line and "Original Traceback" not in line
+
+
+def test_one_writer_per_experiment(trained):
+    from comp.lock import experiment_lock
+
+    with experiment_lock(trained["dir"] / "runs/exp"):
+        line = refused(trained["dir"], "train", "--config", trained["config"], "--fold", "0", "--no-report",
+                       fragment="runs/exp: in use by PID")
+        assert str(__import__("os").getpid()) in line
+        refused(trained["dir"], "submit", "--config", trained["config"], fragment="being written by PID")
+    run = trained["dir"] / "runs/exp"
+    with experiment_lock(run, shared=True), experiment_lock(run, shared=True):  # readers do not block each other
+        pass
+
+
+def test_a_study_with_no_trial_does_not_block_the_fixed_rerun(tmp_path):
+    from comp.tune.study import StudySpec, open_study
+
+    def spec(key, direction="maximize"):
+        return StudySpec("s", str(tmp_path / "study.journal"), direction, key, 0, "median", 3, 1)
+
+    open_study(spec({"epochs": 3}))  # the first run failed before any trial
+    study = open_study(spec({"epochs": 4}, "minimize"))  # the fixed rerun, another metric included
+    assert study.direction.name == "MINIMIZE" and study.user_attrs["comp_study_key"] == {"epochs": 4}

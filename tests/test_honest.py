@@ -113,7 +113,7 @@ def test_ema_resume_continues_the_warm_up_exactly(project):
 
     with pytest.raises(KeyboardInterrupt):
         run_fold(cfg, comp, spec("cut"), runtime, callback=stop_after_first, log=quiet)
-    assert load_checkpoint(project["dir"] / "cut/fold0/last.pt")["ema_updates"] > 0
+    assert load_checkpoint(project["dir"] / "cut/.staging/fold0/last.pt")["ema_updates"] > 0
     resumed = run_fold(cfg, comp, spec("cut"), runtime, resume=True, log=quiet)
     drop = ("seconds", "images_per_s")
     assert [{k: v for k, v in r.items() if k not in drop} for r in resumed.history] == \

@@ -108,7 +108,7 @@ def test_resume_after_sigkill_matches_uninterrupted(project):
     env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}  # same float sums as this process
     proc = subprocess.Popen([sys.executable, "-c", slow_cli, str(path)], cwd=project["dir"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    last = project["dir"] / "runs/exp/fold0/last.pt"
+    last = project["dir"] / "runs/exp/.staging/fold0/last.pt"  # a run trains aside until it is complete
     deadline = time.time() + 120
     while not (last.is_file() and load_checkpoint(last)["epoch"] >= 1):
         assert proc.poll() is None and time.time() < deadline, proc.stdout.read().decode()
@@ -117,7 +117,8 @@ def test_resume_after_sigkill_matches_uninterrupted(project):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert load_checkpoint(last)["epoch"] == 1  # the kill interrupted epoch 2
-    assert not (project["dir"] / "runs/exp/fold0/history.csv").exists()
+    assert not (project["dir"] / "runs/exp/.staging/fold0/history.csv").exists()
+    assert not (project["dir"] / "runs/exp/fold0").exists()
 
     lines = []
     run_training(cfg, fold="0", resume=True, log=lines.append)
@@ -147,7 +148,8 @@ def test_nan_loss_stops_with_epoch_and_step_and_keeps_checkpoint(project, monkey
     monkeypatch.setattr(fold_module, "create_criterion", poisoned)
     with pytest.raises(TrainError, match=r"fold 0: loss is nan at epoch 2, step 2;.*last good checkpoint is kept"):
         run_training(load_config(project["path"], ["train.batch_size=8"]), fold="0", log=quiet)
-    last = load_checkpoint(project["dir"] / "runs/exp/fold0/last.pt")
+    last = load_checkpoint(project["dir"] / "runs/exp/.staging/fold0/last.pt")  # --resume continues from it
+    assert not (project["dir"] / "runs/exp/fold0").exists()  # nothing half-done takes a fold's place
     assert last["epoch"] == 1 and all(torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point())
 
 

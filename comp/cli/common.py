@@ -34,7 +34,7 @@ class CompGroup(click.Group):
         except CompError as exc:
             if env_flag("COMP_DEBUG"):
                 raise
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {one_line(exc)}", err=True)
             sys.stderr.flush()
             ctx.exit(2)
         except OSError as exc:
@@ -43,6 +43,16 @@ class CompGroup(click.Group):
             click.echo(f"error: {exc.filename or ''}: {exc.strerror}; {OS_FIXES[exc.errno]}", err=True)
             sys.stderr.flush()
             ctx.exit(2)
+
+
+def one_line(exc: Exception) -> str:
+    """The error's own message: a DataLoader worker re-raises ours wrapped in its traceback text."""
+    text = str(exc)
+    if "Original Traceback" not in text:
+        return text
+    last = [line for line in text.splitlines() if line.strip()][-1].strip()
+    name, sep, message = last.partition(": ")
+    return message if sep and name.rpartition(".")[2] == type(exc).__name__ else last
 
 
 def config_options(func):

@@ -7,6 +7,7 @@ experiment name, or ``a+b`` for a blend, plus ``-tta`` when a TTA policy other t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ import numpy as np
 from comp.config import Config
 from comp.errors import SubmitError
 from comp.io import atomic_write_text
+from comp.lock import experiment_lock
 from comp.predict.ensemble import merge_probs, normalize_weights
 from comp.predict.ordinal import CutPoints, apply_cutpoints, crossfit_cutpoints, expected_grade
 from comp.predict.select import PolicyScore, blend_oof, score_policies, union_views
@@ -162,6 +164,15 @@ def make_submission(cfg: Config, request: SubmitRequest, settings=None, out_dir:
 
         settings = resolve_settings(cfg.train.device, cfg.train.amp, cfg.submit.batch_size, cfg.data.num_workers,
                                     cfg.train.channels_last)
+    with contextlib.ExitStack() as held:  # read no run while comp train writes it
+        for name in dict.fromkeys(request.experiments):
+            held.enter_context(experiment_lock(Path(runs_dir) / name, shared=True))
+        result = _make(cfg, request, settings, out_dir, runs_dir)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _make(cfg: Config, request: SubmitRequest, settings, out_dir: Path, runs_dir: Path) -> SubmitResult:
     ctx = _load(cfg, request, settings, runs_dir)
     y = ctx.comp.train["target"].to_numpy()
     policy, mode, table, oof = _choose_policy(ctx, request, y)
@@ -180,7 +191,6 @@ def make_submission(cfg: Config, request: SubmitRequest, settings=None, out_dir:
     result.target = f"{ctx.fmt.kind} ({ctx.fmt.reason})"
     result.oof = _oof_metrics(ctx.fmt, oof, y, oof_labels)
     _write_meta(result, ctx, request)
-    result.seconds = time.perf_counter() - start
     return result
 
 

@@ -141,6 +141,11 @@ def evaluate(model: nn.Module, loader, index: np.ndarray, n_rows: int, ctx: Step
         for idx, lg, lb in gathered:  # padded duplicates write the same values twice
             full_logits[idx], full_labels[idx] = lg, lb
         logits, labels = torch.from_numpy(full_logits), torch.from_numpy(full_labels)
+    bad = ~torch.isfinite(logits).all(dim=1)
+    if bad.any():
+        raise TrainError(f"{ctx.label}: validation predictions are NaN or inf for {int(bad.sum())} of {len(bad)} "
+                         f"images; training stopped and the previous results are kept; lower train.lr or set "
+                         f"train.grad_clip")
     loss = nn.functional.cross_entropy(logits, labels).item()
     probs = torch.softmax(logits, dim=1).numpy()
     return compute_metrics(labels.numpy(), probs, loss), probs

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
@@ -17,6 +18,7 @@ from comp.config import Config, write_resolved
 from comp.errors import TrainError
 from comp.folds import Folds, folds_hash, read_folds
 from comp.io import atomic_write_text
+from comp.lock import experiment_lock
 from comp.models.factory import check_name
 from comp.train.device import Runtime, barrier, setup_runtime, teardown
 from comp.train.fold import EpochCallback, FoldResult, FoldSpec, FoldTrainer
@@ -68,29 +70,70 @@ def fold_spec(folds: Folds, fold: int, run_dir: Path, epochs: int, fhash: str, c
                     run_dir / f"fold{fold}", fhash, chash)
 
 
-def _prepare_dir(spec: FoldSpec, resume: bool, runtime: Runtime) -> bool:
-    """Returns whether to resume from an existing ``last.pt``; a fresh run clears the folder."""
-    last = spec.out_dir / "last.pt"
-    if resume and last.is_file():
-        return True
+STAGING = ".staging"  # runs/<exp>/.staging/<fold>: a fold trains here and replaces <fold> only when complete
+
+
+def staging_dir(out_dir: Path) -> Path:
+    return out_dir.parent / STAGING / out_dir.name
+
+
+def _prepare_staging(final: Path, resume: bool, runtime: Runtime, staging: Path) -> bool:
+    """Set up the fold's staging folder; returns whether to resume from its ``last.pt``.
+
+    ``--resume`` continues a staged run (one that was killed), else a fold whose ``last.pt`` sits in
+    its final folder (finished, or written by an older comp), copied into staging first. A fresh run
+    starts from an empty staging folder: the final folder is not touched until the new one is complete.
+    """
+    resuming = resume and ((staging / "last.pt").is_file() or (final / "last.pt").is_file())
     if runtime.is_main:
-        if spec.out_dir.exists():
-            shutil.rmtree(spec.out_dir)
-        spec.out_dir.mkdir(parents=True)
+        if resuming and staging != final and not (staging / "last.pt").is_file():
+            shutil.rmtree(staging, ignore_errors=True)
+            shutil.copytree(final, staging)
+        elif not resuming:
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir(parents=True)
     barrier(runtime)
-    return False
+    return resuming
+
+
+def _publish(final: Path, runtime: Runtime) -> None:
+    """Swap the completed staging folder in for the fold's final folder (two renames)."""
+    if runtime.is_main:
+        staging, old = staging_dir(final), staging_dir(final).with_name(final.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        if final.exists():
+            final.rename(old)
+        staging.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    barrier(runtime)
 
 
 def run_fold(cfg: Config, comp: Competition, spec: FoldSpec, runtime: Runtime, resume: bool = False,
-             callback: EpochCallback | None = None, log: Callable[[str], None] = print) -> FoldResult:
-    """Train one fold (or the full fit), resuming from ``last.pt`` when asked and present."""
-    resuming = _prepare_dir(spec, resume, runtime)
+             callback: EpochCallback | None = None, log: Callable[[str], None] = print,
+             on_done: Callable[[], None] | None = None, staged: bool = True) -> FoldResult:
+    """Train one fold (or the full fit), resuming from ``last.pt`` when asked and present.
+
+    Everything the fold needs (loaders, model, pretrained weights, optimiser, loss) is built before
+    any file is touched; the fold trains in a staging folder that replaces ``spec.out_dir`` only once
+    it is complete, so a refused or failed run leaves the previous results byte for byte.
+    ``on_done`` runs once the new results are in place (``comp train`` writes ``config.yaml`` then).
+    ``staged=False`` trains in ``spec.out_dir`` itself (a tuning trial's folder is new and thrown away).
+    """
+    final = spec.out_dir
+    spec.out_dir = staging_dir(final) if staged else final
     trainer = FoldTrainer(cfg, comp, spec, runtime)
+    resuming = _prepare_staging(final, resume, runtime, spec.out_dir)
     if resuming:
         trainer.resume(spec.out_dir / "last.pt")
         done = "already finished" if trainer.finished else f"resuming after epoch {trainer.start_epoch}"
         log(f"fold {spec.fold}: {done}")
-    return trainer.run(callback, log)
+    result = trainer.run(callback, log)
+    if staged:
+        spec.out_dir = final
+        _publish(final, runtime)
+    if on_done is not None:
+        on_done()
+    return result
 
 
 def run_training(cfg: Config, fold: str = "all", resume: bool = False, full: bool = False,
@@ -103,26 +146,36 @@ def run_training(cfg: Config, fold: str = "all", resume: bool = False, full: boo
     check_name(cfg.model.name)  # a typo in the model fails now, not after the data is checked
     runtime = setup_runtime(cfg.train)
     try:
-        comp = load_competition(cfg.data)
-        if cfg.train.monitor == "qwk":
-            comp.require_order("train.monitor: qwk")
-        folds = read_folds(cfg.folds.name, comp, k=cfg.folds.k)
-        run_dir, fhash, chash = cfg.run_dir, folds_hash(cfg.folds.name), training_hash(cfg)
-        if runtime.is_main:
-            write_resolved(cfg, run_dir)
-        results = []
-        for f in parse_fold_arg(fold, folds.k) if fold != "none" else []:
-            spec = fold_spec(folds, f, run_dir, cfg.train.epochs, fhash, chash)
-            results.append(run_fold(cfg, comp, spec, runtime, resume, log=log))
-        cv = write_cv(cfg, comp, folds, run_dir, fhash, chash) if runtime.is_main else None
-        if full:
-            epochs = full_epochs or cfg.train.full_epochs or mean_best_epoch(run_dir, folds.k, fhash, chash)
-            spec = FoldSpec("full", np.arange(len(comp.train)), None, epochs, run_dir / "full", fhash, chash)
-            log(f"full fit on all {len(comp.train)} labelled images for {epochs} epochs")
-            results.append(run_fold(cfg, comp, spec, runtime, resume, log=log))
-        return TrainSummary(run_dir, results, cv)
+        with experiment_lock(cfg.run_dir) if runtime.is_main else contextlib.nullcontext():
+            return _train(cfg, runtime, fold, resume, full, full_epochs, log)
     finally:
         teardown(runtime)
+
+
+def _train(cfg: Config, runtime: Runtime, fold: str, resume: bool, full: bool, full_epochs: int | None,
+           log: Callable[[str], None]) -> TrainSummary:
+    comp = load_competition(cfg.data)
+    if cfg.train.monitor == "qwk":
+        comp.require_order("train.monitor: qwk")
+    folds = read_folds(cfg.folds.name, comp, k=cfg.folds.k)
+    run_dir, fhash, chash = cfg.run_dir, folds_hash(cfg.folds.name), training_hash(cfg)
+    written = []
+
+    def published() -> None:  # config.yaml describes the results in place, not a refused or failed run
+        if runtime.is_main and not written:
+            written.append(write_resolved(cfg, run_dir))
+
+    results = []
+    for f in parse_fold_arg(fold, folds.k) if fold != "none" else []:
+        spec = fold_spec(folds, f, run_dir, cfg.train.epochs, fhash, chash)
+        results.append(run_fold(cfg, comp, spec, runtime, resume, log=log, on_done=published))
+    cv = write_cv(cfg, comp, folds, run_dir, fhash, chash) if runtime.is_main else None
+    if full:
+        epochs = full_epochs or cfg.train.full_epochs or mean_best_epoch(run_dir, folds.k, fhash, chash)
+        spec = FoldSpec("full", np.arange(len(comp.train)), None, epochs, run_dir / "full", fhash, chash)
+        log(f"full fit on all {len(comp.train)} labelled images for {epochs} epochs")
+        results.append(run_fold(cfg, comp, spec, runtime, resume, log=log, on_done=published))
+    return TrainSummary(run_dir, results, cv)
 
 
 def mean_best_epoch(run_dir: Path, k: int, fhash: str, chash: str) -> int:

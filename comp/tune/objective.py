@@ -105,7 +105,7 @@ class Objective:
             spec.stream = "tune"  # seeds of its own: comp train --params must not rerun the best trial
             try:
                 result = run_fold(cfg, s.comp, spec, s.runtime, callback=self._reporter(trial, pos, fold),
-                                  log=lambda line, n=trial.number: s.log(f"trial {n}: {line}"))
+                                  log=lambda line, n=trial.number: s.log(f"trial {n}: {line}"), staged=False)
             except TrainError as exc:  # a non-finite loss: these settings diverge, a bad trial, not a bug
                 trial.set_user_attr("diverged", str(exc))
                 raise optuna.TrialPruned(f"diverged: {exc}") from None

@@ -205,12 +205,21 @@ def open_study(spec: StudySpec) -> optuna.Study:
     # Optuna's own INFO/WARNING lines would repeat what the workers log about each trial (and warn
     # about every surplus trial); real errors still propagate.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    study = optuna.create_study(
-        study_name=spec.name, storage=create_storage(spec.storage), direction=spec.direction,
-        load_if_exists=True, sampler=TrialSeededSampler(spec.seed),
-        pruner=create_pruner(spec.pruner, spec.steps, spec.n_folds),
-    )
+    storage = create_storage(spec.storage)
+
+    def create() -> optuna.Study:
+        return optuna.create_study(
+            study_name=spec.name, storage=storage, direction=spec.direction, load_if_exists=True,
+            sampler=TrialSeededSampler(spec.seed), pruner=create_pruner(spec.pruner, spec.steps, spec.n_folds),
+        )
+
+    study = create()
     stored = study.user_attrs.get(KEY_ATTR)
+    differs = stored != spec.key or study.direction.name.lower() != spec.direction
+    if stored is not None and differs and not study.get_trials(deepcopy=False):
+        # A run that failed before its first trial left only the settings behind: the fixed rerun starts anew.
+        optuna.delete_study(study_name=spec.name, storage=storage)
+        study, stored = create(), None
     if stored is None:
         study.set_user_attr(KEY_ATTR, spec.key)
     elif stored != spec.key:

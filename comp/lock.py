@@ -1,0 +1,59 @@
+"""One writer per experiment: an advisory lock on ``runs/<exp>/.lock`` that dies with its process.
+
+``comp train`` holds it exclusively; ``comp submit`` holds it shared (readers do not block each other,
+but never read a run that is being written). A refused command names the holder's PID and command.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from comp.errors import CompError
+
+LOCK_NAME = ".lock"
+
+
+class LockError(CompError):
+    """Another process is writing (or reading) the same experiment."""
+
+
+def _holder(path: Path) -> str:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        text = ""
+    return text or "another process"
+
+
+@contextmanager
+def experiment_lock(run_dir: Path, shared: bool = False) -> Iterator[None]:
+    """Hold the experiment's lock for the ``with`` block (nothing to hold for a run that does not exist yet
+    when ``shared``).
+
+    Raises:
+        LockError: Another process holds it (exclusively, or at all when ``shared`` is off).
+    """
+    run_dir = Path(run_dir)
+    if shared and not run_dir.is_dir():
+        yield
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            what = "being written by" if shared else "in use by"
+            raise LockError(f"{run_dir}: {what} {_holder(path)}; wait for it to finish (or stop it), "
+                            f"then run the command again") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"PID {os.getpid()} ({' '.join(['comp', *sys.argv[1:]])[:200]})\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
