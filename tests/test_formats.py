@@ -104,6 +104,15 @@ def save_solution(tmp: Path, solution: pd.DataFrame) -> Path:
     return path
 
 
+def assert_accuracy_rescored(tmp: Path, config: Path, name: str, solution: pd.DataFrame) -> pd.DataFrame:
+    """comp score's accuracy of submissions/<name>.csv equals scikit-learn's on the labels as written."""
+    written = read_text(tmp / f"submissions/{name}.csv")
+    expected = accuracy_score(solution["label"], written["label"])  # exact-match scoring, as Kaggle does
+    got = comp_score(config, tmp / f"submissions/{name}.csv", save_solution(tmp, solution), "accuracy")
+    assert got == pytest.approx(expected, abs=1e-6)
+    return written
+
+
 def test_aptos_layout_with_ordinal_and_qwk(in_tmp):
     root = in_tmp / "aptos"
     solution = digits_folder(root, {0: "0", 1: "1", 2: "2", 3: "3", 4: "4"}, id_col="id_code",
@@ -146,11 +155,8 @@ def test_zero_padded_labels_are_written_as_spelled(in_tmp):
     root = in_tmp / "padded"
     solution = digits_folder(root, {0: "000", 1: "001", 2: "002"})
     config = chain(in_tmp, root, "padded")
-    written = read_text(in_tmp / "submissions/padded.csv")
+    written = assert_accuracy_rescored(in_tmp, config, "padded", solution)
     assert set(written["label"]) <= {"000", "001", "002"} and written["label"].str.len().eq(3).all()
-    expected = accuracy_score(solution["label"], written["label"])  # exact-match scoring, as Kaggle does
-    got = comp_score(config, in_tmp / "submissions/padded.csv", save_solution(in_tmp, solution), "accuracy")
-    assert got == pytest.approx(expected, abs=1e-6)
 
 
 def test_binary_probability_column_scored_by_auc_and_logloss(in_tmp):
@@ -199,10 +205,7 @@ def test_path_column_with_sub_folders(in_tmp):
     solution = digits_folder(root, {1: "one", 7: "seven", 9: "nine"}, path_col="path")
     config = chain(in_tmp, root, "paths")
     assert "path_col: path" in config.read_text()
-    written = read_text(in_tmp / "submissions/paths.csv")
-    expected = accuracy_score(solution["label"], written["label"])
-    got = comp_score(config, in_tmp / "submissions/paths.csv", save_solution(in_tmp, solution), "accuracy")
-    assert got == pytest.approx(expected, abs=1e-6)
+    assert_accuracy_rescored(in_tmp, config, "paths", solution)
 
 
 def test_group_column_keeps_patients_in_one_fold(in_tmp):
@@ -212,10 +215,7 @@ def test_group_column_keeps_patients_in_one_fold(in_tmp):
     assert "group_col: patient_id" in config.read_text()
     folds = pd.read_csv(in_tmp / "folds/eyes.csv", dtype=str)
     assert (folds.groupby("group")["fold"].nunique() == 1).all()
-    written = read_text(in_tmp / "submissions/eyes.csv")
-    expected = accuracy_score(solution["label"], written["label"])
-    got = comp_score(config, in_tmp / "submissions/eyes.csv", save_solution(in_tmp, solution), "accuracy")
-    assert got == pytest.approx(expected, abs=1e-6)
+    assert_accuracy_rescored(in_tmp, config, "eyes", solution)
 
 
 def test_ledger_puts_the_submission_next_to_its_own_oof_score(in_tmp):
