@@ -41,6 +41,8 @@ def default_order(labels: Iterable[str]) -> list[str]:
 
 def normalize_declared(values: Sequence) -> list[str]:
     """``data.classes`` as strings (YAML may type ``[0, 1, 2]`` as numbers)."""
+    if not isinstance(values, (list, tuple)):
+        raise ValueError("must be a list of the labels, e.g. [No_DR, Mild, Moderate]")
     out = []
     for value in values:
         if isinstance(value, bool) or value is None:

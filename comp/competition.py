@@ -174,7 +174,7 @@ def resolve_images(ids: pd.Series, folder: Path, ext: str | None, source: Path, 
     if not folder.is_dir():
         raise DataError(f"{folder}: image folder not found; set {key} (relative to data.root)")
     files = _index_folder(folder)
-    exts = [ext] if ext else [e for x in IMAGE_EXTENSIONS for e in (x, x.upper())]
+    exts = [ext, ext.upper()] if ext else [e for x in IMAGE_EXTENSIONS for e in (x, x.upper())]
     paths, missing = [], []
     for row, name in enumerate(ids):
         if _outside(name):

@@ -69,7 +69,7 @@ class DataConfig(Section):
             raise ValueError(f"must be one of {', '.join(IMAGE_EXTENSIONS)}")
         return v
 
-    @field_validator("classes")
+    @field_validator("classes", mode="before")
     @classmethod
     def _class_names(cls, v: list | None) -> list[str] | None:
         from comp.classes import normalize_declared
@@ -155,6 +155,13 @@ class SubmitConfig(Section):
     ordinal: bool = False  # labels from QWK cut-points tuned on the OOF expected grade
     target: Literal["auto", "label", "proba"] = "auto"  # what the sample's target column(s) hold
     positive: str | int | None = None  # binary P(positive) column: that class (default: the second)
+
+    @field_validator("positive", mode="before")
+    @classmethod
+    def _positive_label(cls, v):
+        if isinstance(v, bool):
+            raise ValueError("must be a class as train.csv spells it (quote it in YAML)")
+        return v
     batch_size: int = Field(256, ge=1)
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from comp.classes import default_order, is_numeric
+from comp.classes import MISSING_LABELS, default_order, is_numeric
 from comp.competition import read_csv
 from comp.config import IMAGE_EXTENSIONS
 from comp.errors import DataError
@@ -37,6 +37,7 @@ class Detected:
     notes: dict[str, str] = field(default_factory=dict)
     todos: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
+    declare_classes: bool = False  # write data.classes as a setting, not as a commented-out hint
 
     def set(self, key: str, value, note: str = "") -> None:
         section, _, name = key.partition(".")
@@ -148,9 +149,12 @@ def _detect_size(paths: list[Path], found: Detected) -> None:
 
     sides, grey = [], True
     for path in paths:
-        with Image.open(path) as im:
-            sides.append(min(im.size))
-            grey &= im.mode in ("L", "I", "I;16", "1")
+        try:
+            with Image.open(path) as im:
+                sides.append(min(im.size))
+                grey &= im.mode in ("L", "I", "I;16", "1")
+        except Exception:  # noqa: BLE001 - an unreadable image is comp data check's to report, not init's
+            found.todos.append(f"{path}: not readable as an image; replace or remove it")
     side = sorted(sides)[len(sides) // 2] if sides else 224
     size = side if side <= 64 else min(384, max(64, side // 32 * 32), 224 if side >= 224 else 384)
     found.set("data.image_size", int(size), f"median short side of {len(sides)} images: {side} px")
@@ -158,10 +162,16 @@ def _detect_size(paths: list[Path], found: Detected) -> None:
 
 
 def _detect_classes(train: pd.DataFrame, label_col: str, found: Detected) -> list[str]:
-    labels = train[label_col].astype(str).str.strip()
-    classes = default_order(labels)
+    labels = train[label_col].fillna("").astype(str).str.strip()
+    classes = default_order(labels[labels != ""])
     found.counts = {c: int((labels == c).sum()) for c in classes}
-    if is_numeric(classes):
+    spelled_missing = [c for c in classes if c.lower() in MISSING_LABELS]
+    if spelled_missing:  # declared, so the folder loads; the user decides whether they are classes
+        found.set("data.classes", classes, "declared because of the labels below")
+        found.declare_classes = True
+        found.todos.append(f"labels {', '.join(spelled_missing)} read as missing unless declared; they are declared "
+                           f"as classes here: drop those rows and remove them from data.classes if they are not")
+    elif is_numeric(classes):
         found.set("data.classes", classes, "numbers: numeric order is the default")
     elif len(classes) == 2:
         found.set("data.classes", classes, "sorted; a binary probability column holds P(second class) "
@@ -179,6 +189,9 @@ def _detect_target(sample_path: Path, classes: list[str], id_col: str, found: De
 
     fmt = sample_format(sample_path, classes, id_col)
     found.set("submit.target", "auto", f"detected: {fmt.kind} ({fmt.reason})")
+    if fmt.kind == "label" and len(classes) == 2:
+        found.todos.append("the sample's one column holds class labels: if the competition scores probabilities "
+                           "(AUC, logloss), set submit.target: proba")
     return fmt.kind
 
 
@@ -247,7 +260,7 @@ def render(found: Detected) -> str:
         for key, value in values.items():
             note = found.notes.get(f"{section}.{key}", "")
             text = f"  {key}: {_yaml_value(value)}"
-            if key == "classes":  # the default order is detected; a declared one is the user's decision
+            if key == "classes" and not found.declare_classes:  # the order is the user's decision
                 text = f"  # classes: {_yaml_value(value)}" if value and len(value) <= 40 else "  # classes: [...]"
             lines.append(text + (f"  # {note}" if note else ""))
     return "\n".join(lines) + "\n"

@@ -1,7 +1,8 @@
 """One writer per experiment: an advisory lock on ``runs/<exp>/.lock`` that dies with its process.
 
 ``comp train`` holds it exclusively; ``comp submit`` holds it shared (readers do not block each other,
-but never read a run that is being written). A refused command names the holder's PID and command.
+but never read a run that is being written). A refused command names the PID and command written
+into the lock file by its latest holder (with several readers, the last one to start).
 """
 
 from __future__ import annotations
@@ -32,8 +33,11 @@ def _holder(path: Path) -> str:
 
 @contextmanager
 def experiment_lock(run_dir: Path, shared: bool = False) -> Iterator[None]:
-    """Hold the experiment's lock for the ``with`` block (nothing to hold for a run that does not exist yet
-    when ``shared``).
+    """Hold the experiment's lock for the ``with`` block.
+
+    A reader (``shared``) of a run that does not exist, or of a read-only one (runs uploaded as a
+    Kaggle dataset), holds nothing. A writer that had to create ``run_dir`` removes it again when the
+    block fails and left nothing but the lock.
 
     Raises:
         LockError: Another process holds it (exclusively, or at all when ``shared`` is off).
@@ -42,9 +46,19 @@ def experiment_lock(run_dir: Path, shared: bool = False) -> Iterator[None]:
     if shared and not run_dir.is_dir():
         yield
         return
+    created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / LOCK_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        if not shared:
+            raise
+        fd = None
+    if fd is None:
+        yield  # a read-only run cannot be written to, so there is nothing to exclude
+        return
+    ok = False
     try:
         try:
             fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
@@ -55,5 +69,9 @@ def experiment_lock(run_dir: Path, shared: bool = False) -> Iterator[None]:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"PID {os.getpid()} ({' '.join(['comp', *sys.argv[1:]])[:200]})\n".encode(), 0)
         yield
+        ok = True
     finally:
         os.close(fd)  # closing the descriptor releases the lock
+        if created and not ok and [p.name for p in run_dir.iterdir()] == [LOCK_NAME]:
+            path.unlink(missing_ok=True)
+            run_dir.rmdir()

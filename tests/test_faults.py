@@ -206,3 +206,26 @@ def test_a_study_with_no_trial_does_not_block_the_fixed_rerun(tmp_path):
     open_study(spec({"epochs": 3}))  # the first run failed before any trial
     study = open_study(spec({"epochs": 4}, "minimize"))  # the fixed rerun, another metric included
     assert study.direction.name == "MINIMIZE" and study.user_attrs["comp_study_key"] == {"epochs": 4}
+
+
+def test_a_refused_train_of_a_new_experiment_leaves_no_folder(trained):
+    refused(trained["dir"], "train", "--config", trained["config"], "--set", "name=fresh",
+            "--set", "train.class_weights=[1,2]", fragment="class_weights")
+    assert not (trained["dir"] / "runs/fresh").exists()
+
+
+def test_a_publish_cut_between_its_renames_is_finished(trained):
+    from comp.train.runner import _recover, staging_dir
+
+    final = trained["dir"] / "runs/exp/fold0"
+    staging, old = staging_dir(final), staging_dir(final).with_name("fold0.old")
+    new_metrics = (final / "metrics.json").read_text()
+    final.rename(old)  # the crash came after the first rename
+    staging.mkdir(parents=True)
+    (staging / "metrics.json").write_text(new_metrics)
+    _recover(final)
+    assert (final / "metrics.json").is_file() and not old.exists() and not staging.exists()
+    final.rename(old)  # the same crash with an incomplete new run: the old results come back
+    staging.mkdir(parents=True)
+    _recover(final)
+    assert (final / "metrics.json").read_text() == new_metrics and not old.exists()

@@ -368,3 +368,34 @@ def test_solution_must_cover_the_submission(project):
     pd.read_csv(project["dir"] / "solution.csv").iloc[:3].to_csv(partial, index=False)
     result = invoke("score", project["dir"] / "submissions/exp.csv", "--solution", partial, "--config", cfg)
     assert result.exit_code == 2 and "4 of the submission's 7 ids have no true label" in result.output
+
+
+def test_score_reads_the_file_as_it_was_written(project, tmp_path):
+    """A binary file written with submit.positive=cat is scored as P(cat) even when the config no longer says so."""
+    from sklearn.metrics import roc_auc_score
+
+    root = project["root"]
+    sample = pd.read_csv(root / "sample_submission.csv").assign(label=0.5)
+    sample.to_csv(root / "sample_submission.csv", index=False)
+    train = pd.read_csv(root / "train.csv")
+    train = train[train["label"] != "eel"]
+    train.to_csv(root / "train.csv", index=False)
+    cfg = project["config"]
+    cfg_obj = load_config(cfg)
+    fabricate_run(cfg_obj, load_competition(cfg_obj.data))
+    assert invoke("submit", "--config", cfg, "--set", "submit.positive=cat").exit_code == 0
+    solution = pd.DataFrame({"id": [f"t{i:03d}" for i in range(7)], "label": ["cat", "dog"] * 3 + ["cat"]})
+    solution.to_csv(tmp_path / "sol.csv", index=False)
+    result = invoke("score", project["dir"] / "submissions/exp.csv", "--solution", tmp_path / "sol.csv",
+                    "--config", cfg, "--metric", "auc")
+    assert result.exit_code == 0, result.output
+    written = pd.read_csv(project["dir"] / "submissions/exp.csv")
+    expected = roc_auc_score(solution["label"] == "cat", written["label"])
+    line = next(ln for ln in result.output.splitlines() if ln.startswith("auc"))
+    assert float(line.split()[1]) == pytest.approx(expected, abs=1e-6)
+
+
+def test_a_declared_class_spelled_like_a_missing_value_is_a_label(tmp_path):
+    fmt = sample_format(write_sample(tmp_path / "s.csv", "label", ["NA", "NA"]), ["NA", "pos"], "id")
+    ok = write_sample(tmp_path / "ok.csv", "label", ["pos", "NA"])
+    assert check_file(ok, fmt) == 2

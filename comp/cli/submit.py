@@ -13,15 +13,17 @@ MERGES = ("mean", "geometric", "logits")
 METRICS = ("accuracy", "f1", "qwk", "auc", "logloss")
 
 
-def _sample_format(cfg, metrics=()):
+def _sample_format(cfg, metrics=(), recorded=None):
+    """The sample's format; ``recorded`` (the target a submission's .json records) overrides the config's."""
     from comp.competition import load_competition
     from comp.submit.format import sample_format
 
     comp = load_competition(cfg.data)
     if "qwk" in metrics:
         comp.require_order("--metric qwk")
+    target, positive = recorded or (cfg.submit.target, cfg.submit.positive)
     return sample_format(Path(cfg.data.root) / cfg.data.sample_submission, comp.classes_, cfg.data.id_col,
-                         cfg.submit.target, cfg.submit.positive)
+                         target, positive)
 
 
 def _check_tta(tta: str) -> None:
@@ -124,10 +126,11 @@ def submit(cfg, experiments, tta, merge, weights, use_full, ordinal, batch_size,
 @config_options
 def score(cfg, file, solution, metrics, ledger) -> None:
     """Score FILE against a solution and append the scores to the ledger (CV score vs test score)."""
-    from comp.submit.score import append_ledger, ledger_rows, score_file
+    from comp.submit.score import append_ledger, ledger_rows, recorded_target, score_file
 
     chosen = list(metrics) or ["logloss" if cfg.train.monitor == "loss" else cfg.train.monitor]
-    scores = score_file(file, solution, _sample_format(cfg, chosen), chosen, cfg.data.label_col)
+    fmt = _sample_format(cfg, chosen, recorded_target(file))
+    scores = score_file(file, solution, fmt, chosen, cfg.data.label_col)
     rows = ledger_rows(file, scores)
     append_ledger(rows, ledger)
     echo_table([[r["metric"], r["test_score"], r["cv_score"] or "-"] for r in rows], ["metric", "test", "cv"])

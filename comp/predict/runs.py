@@ -196,9 +196,16 @@ def _check_same_config(members: list[Member]) -> None:
 
 
 def read_oof_probs(exp: Experiment, comp: Competition) -> np.ndarray | None:
-    """The run's ``oof.csv`` probabilities (N, C) in train order, or None when absent or incomplete."""
-    path = exp.run_dir / "oof.csv"
-    if not path.is_file():
+    """The run's ``oof.csv`` probabilities (N, C) in train order, or None when absent, incomplete, or made
+    with another config than the experiment's checkpoints (then the OOF is predicted again)."""
+    path, cv_path = exp.run_dir / "oof.csv", exp.run_dir / "cv.json"
+    if not path.is_file() or not cv_path.is_file():
+        return None
+    try:
+        cv_hash = json.loads(cv_path.read_text()).get("config_hash")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if cv_hash != exp.config_hash:  # oof.csv of an older config (a retrain stopped before write_cv)
         return None
     frame = pd.read_csv(path, dtype={"id": str, "label": str}, keep_default_na=False)
     columns = [f"prob_{c}" for c in comp.classes_]

@@ -18,7 +18,7 @@ import numpy as np
 
 from comp.config import Config
 from comp.errors import SubmitError
-from comp.io import atomic_write_text
+from comp.io import atomic_write_texts
 from comp.lock import experiment_lock
 from comp.predict.ensemble import merge_probs, normalize_weights
 from comp.predict.ordinal import CutPoints, apply_cutpoints, crossfit_cutpoints, expected_grade
@@ -186,11 +186,12 @@ def _make(cfg: Config, request: SubmitRequest, settings, out_dir: Path, runs_dir
         cut = crossfit_cutpoints(oof, y, ctx.experiments[0].folds.frame["fold"].to_numpy())
         labels = apply_cutpoints(expected_grade(probs), cut.thresholds)
         oof_labels = cut.oof_pred  # each held-out fold cut by points fitted on the other folds
-    result = _write(ctx, request, ids, probs, labels, views, out_dir)
+    result, texts = _render(ctx, request, ids, probs, labels, views, out_dir)
     result.policy, result.merge, result.auto_table, result.cutpoints = policy, mode, table, cut
     result.target = f"{ctx.fmt.kind} ({ctx.fmt.reason})"
     result.oof = _oof_metrics(ctx.fmt, oof, y, oof_labels)
-    _write_meta(result, ctx, request)
+    texts[result.meta] = _meta_text(result, ctx, request)
+    atomic_write_texts(texts)  # the file, its -probs.csv and its .json change together or not at all
     return result
 
 
@@ -215,20 +216,20 @@ def _oof_metrics(fmt: SampleFormat, oof: np.ndarray, y: np.ndarray, labels: np.n
     return score_predictions(y, labels, probs, list(SCORE_METRICS))
 
 
-def _write(ctx: _Context, request: SubmitRequest, ids: list[str], probs: np.ndarray, labels, views,
-           out_dir: Path) -> SubmitResult:
+def _render(ctx: _Context, request: SubmitRequest, ids: list[str], probs: np.ndarray, labels, views,
+            out_dir: Path) -> tuple[SubmitResult, dict[Path, str]]:
+    """The submission (validated) and its -probs.csv as texts, keyed by the paths they go to."""
     stem = "+".join(request.experiments) + ("" if views == [IDENTITY] else "-tta")
     out_dir = Path(out_dir)
     path, probs_file = out_dir / f"{stem}.csv", out_dir / f"{stem}-probs.csv"
     text = to_csv_text(build_submission(ctx.fmt, ids, probs, labels))
     validate_text(text, ctx.fmt, f"{path} (not written)")
-    atomic_write_text(path, text)
-    atomic_write_text(probs_file, to_csv_text(probs_frame(ids, probs, ctx.comp.classes_)))
+    texts = {path: text, probs_file: to_csv_text(probs_frame(ids, probs, ctx.comp.classes_))}
     return SubmitResult(path, probs_file, out_dir / f"{stem}.json", len(ctx.fmt.ids), "", "",
-                        [v.name for v in views])
+                        [v.name for v in views]), texts
 
 
-def _write_meta(result: SubmitResult, ctx: _Context, request: SubmitRequest) -> None:
+def _meta_text(result: SubmitResult, ctx: _Context, request: SubmitRequest) -> str:
     cut = result.cutpoints
     meta = {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -250,4 +251,4 @@ def _write_meta(result: SubmitResult, ctx: _Context, request: SubmitRequest) -> 
         },
         "oof": result.oof,
     }
-    atomic_write_text(result.meta, json.dumps(meta, indent=2) + "\n")
+    return json.dumps(meta, indent=2) + "\n"

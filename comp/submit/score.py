@@ -120,6 +120,19 @@ def score_file(path: Path, solution: Path, fmt: SampleFormat, metrics: list[str]
     return score_predictions(truth["target"].to_numpy(), labels, probs, metrics)
 
 
+def recorded_target(submission: Path) -> tuple[str, str | None] | None:
+    """(``submit.target``, ``submit.positive``) that ``comp submit`` recorded in the submission's .json,
+    so the file is read as it was written whatever the config says now (None: no record)."""
+    side = Path(submission).with_suffix(".json")
+    try:
+        target = json.loads(side.read_text()).get("target") if side.is_file() else None
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(target, dict) or target.get("kind") not in ("label", "proba", "binary"):
+        return None
+    return ("label" if target["kind"] == "label" else "proba"), target.get("positive")
+
+
 def cv_record(experiment: str, submission: Path, runs_dir: Path = Path("runs")) -> tuple[str, dict]:
     """(config hash, OOF metrics) of what the submission was made from.
 

@@ -54,8 +54,10 @@ def _check_ids(ids: list[str], fmt: SampleFormat, source: str) -> None:
     raise SubmitError(f"{source}: {len(ids)} rows but {fmt.path.name} has {len(fmt.ids)}; id {missing!r} is missing")
 
 
-def _check_missing(frame: pd.DataFrame, source: str) -> None:
-    blank = frame.apply(lambda col: col.str.strip().str.lower().isin(MISSING))
+def _check_missing(frame: pd.DataFrame, fmt: SampleFormat, source: str) -> None:
+    """Empty, NaN or inf cells; an id is never missing (the id check matched it), nor a declared class ("NA")."""
+    blank = frame.apply(lambda col: col.str.strip().str.lower().isin(MISSING) & ~col.str.strip().isin(fmt.classes))
+    blank[fmt.id_col] = False
     if blank.to_numpy().any():
         row, col = np.argwhere(blank.to_numpy())[0]
         value = frame.iat[row, col]
@@ -103,7 +105,7 @@ def validate_frame(frame: pd.DataFrame, fmt: SampleFormat, source: str) -> None:
     frame = frame.fillna("").astype(str)  # short rows leave NaN even when reading text
     _check_columns([str(c) for c in frame.columns], fmt, source)
     _check_ids(frame[fmt.id_col].tolist(), fmt, source)
-    _check_missing(frame, source)
+    _check_missing(frame, fmt, source)
     if fmt.kind == "label":
         _check_labels(frame[fmt.label_col].str.strip(), fmt, source)
     else:

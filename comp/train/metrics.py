@@ -26,11 +26,19 @@ def macro_auc(y_true: np.ndarray, probs: np.ndarray) -> float:
     return float(np.mean(scores))
 
 
+def _f1(y_true: np.ndarray, pred: np.ndarray, num_classes: int) -> float:
+    """Binary: F1 of the positive (second) class, as Kaggle and scikit-learn's default score it.
+    More classes: macro F1 over every class, including one absent from ``y_true``."""
+    if num_classes == 2:
+        return float(f1_score(y_true, pred, average="binary", pos_label=1, zero_division=0))
+    return float(f1_score(y_true, pred, average="macro", labels=np.arange(num_classes), zero_division=0))
+
+
 def compute_metrics(y_true: np.ndarray, probs: np.ndarray, loss: float | None = None) -> dict[str, float]:
     """All metrics for integer labels ``y_true`` (N,) and probabilities ``probs`` (N, C).
 
     Returns:
-        ``accuracy``, ``f1`` (macro over every class, as scikit-learn and Kaggle average), ``qwk``
+        ``accuracy``, ``f1`` (two classes: the positive class's; more: macro over every class), ``qwk``
         (quadratic weighted kappa on the argmax, classes in ``classes_`` order), ``auc`` (macro
         one-vs-rest), ``logloss``, and ``loss`` when given (the validation log loss from the
         logits: no class weights, no smoothing).
@@ -45,7 +53,7 @@ def compute_metrics(y_true: np.ndarray, probs: np.ndarray, loss: float | None = 
         qwk = cohen_kappa_score(y_true, pred, weights="quadratic", labels=labels)
     out = {
         "accuracy": float(accuracy_score(y_true, pred)),
-        "f1": float(f1_score(y_true, pred, average="macro", labels=labels, zero_division=0)),
+        "f1": _f1(y_true, pred, len(labels)),
         "qwk": float(0.0 if np.isnan(qwk) else qwk),
         "auc": macro_auc(y_true, probs),
         "logloss": float(log_loss(y_true, np.clip(probs, 1e-15, 1.0), labels=labels)),

@@ -87,13 +87,29 @@ def _prepare_staging(final: Path, resume: bool, runtime: Runtime, staging: Path)
     resuming = resume and ((staging / "last.pt").is_file() or (final / "last.pt").is_file())
     if runtime.is_main:
         if resuming and staging != final and not (staging / "last.pt").is_file():
+            copy = staging.with_name(staging.name + ".copy")  # a kill mid-copy leaves no half staging
+            shutil.rmtree(copy, ignore_errors=True)
+            shutil.copytree(final, copy)
             shutil.rmtree(staging, ignore_errors=True)
-            shutil.copytree(final, staging)
+            copy.rename(staging)
         elif not resuming:
             shutil.rmtree(staging, ignore_errors=True)
             staging.mkdir(parents=True)
     barrier(runtime)
     return resuming
+
+
+def _recover(final: Path) -> None:
+    """Finish a publish that a crash interrupted between its two renames (``final`` is then missing)."""
+    staging = staging_dir(final)
+    old = staging.with_name(final.name + ".old")
+    if final.exists() or not old.exists():
+        return
+    if (staging / "metrics.json").is_file():  # written last: the new results were complete
+        staging.rename(final)
+        shutil.rmtree(old)
+    else:
+        old.rename(final)
 
 
 def _publish(final: Path, runtime: Runtime) -> None:
@@ -115,11 +131,15 @@ def run_fold(cfg: Config, comp: Competition, spec: FoldSpec, runtime: Runtime, r
 
     Everything the fold needs (loaders, model, pretrained weights, optimiser, loss) is built before
     any file is touched; the fold trains in a staging folder that replaces ``spec.out_dir`` only once
-    it is complete, so a refused or failed run leaves the previous results byte for byte.
+    it is complete, so a refused or failed run leaves the previous results byte for byte (only the
+    experiment's lock file is created). A run without ``resume`` discards the staged progress of a
+    killed run.
     ``on_done`` runs once the new results are in place (``comp train`` writes ``config.yaml`` then).
     ``staged=False`` trains in ``spec.out_dir`` itself (a tuning trial's folder is new and thrown away).
     """
     final = spec.out_dir
+    if staged and runtime.is_main:
+        _recover(final)
     spec.out_dir = staging_dir(final) if staged else final
     trainer = FoldTrainer(cfg, comp, spec, runtime)
     resuming = _prepare_staging(final, resume, runtime, spec.out_dir)
