@@ -112,6 +112,7 @@ class TrainConfig(Section):
     seed: int = 0
     threads: int | None = Field(None, ge=1)
     full_epochs: int | None = Field(None, ge=1)
+    sync_bn: bool | None = None  # SyncBatchNorm under DDP; None: on with CUDA (it needs CUDA)
 
 
 class TuneConfig(Section):

@@ -233,3 +233,62 @@ def test_train_after_tune_does_not_rerun_the_best_trial_and_cv_marks_the_tuned_f
     assert cv["tuned_folds"] == [0] and cv["untuned"]["folds"] == [1, 2]
     untuned = [cv["per_fold"][f]["accuracy"] for f in ("1", "2")]
     assert cv["untuned"]["mean"]["accuracy"] == pytest.approx(np.mean(untuned))
+
+
+# -- 3. DDP validates the weights it saves -------------------------------------------------------------
+
+
+def _repredict_best(project, cfg_path, run: str) -> tuple[np.ndarray, np.ndarray]:
+    """One process re-predicts ``runs/<run>/fold0/best.pt`` on fold 0's rows: (re-predicted, OOF) probs."""
+    from comp.competition import load_competition
+    from comp.folds import read_folds
+    from comp.train.device import setup_runtime
+    from comp.train.engine import evaluate
+    from comp.train.fold import FoldTrainer
+    from comp.train.runner import fold_spec
+
+    cfg = load_config(cfg_path)
+    comp = load_competition(cfg.data)
+    spec = fold_spec(read_folds(cfg.folds.name, comp, k=3), 0, project["dir"] / "scratch", 1, "", "")
+    trainer = FoldTrainer(cfg, comp, spec, setup_runtime(cfg.train))
+    trainer.model.load_state_dict(load_checkpoint(project["dir"] / f"runs/{run}/fold0/best.pt")["model"])
+    _, probs = evaluate(trainer.model, trainer.loaders.valid, trainer.loaders.valid_index, len(spec.valid_idx),
+                        trainer.ctx)
+    oof = pd.read_csv(project["dir"] / f"runs/{run}/fold0/oof.csv").filter(like="prob_").to_numpy()
+    return probs, oof
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ema", [None, 0.5])
+def test_ddp_oof_is_a_reprediction_of_best_pt(project, ema):
+    import os
+    import subprocess
+    import sys
+
+    path = project["config"](train={"epochs": 2, "batch_size": 8, "device": "cpu", "ema": ema})
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
+           "-m", "comp", "train", "--config", str(path), "--fold", "0", "--no-report", "--set", "name=ddp"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=project["dir"], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    again, oof = _repredict_best(project, path, "ddp")
+    assert np.abs(again - oof).max() < 1e-5  # before: rank 1's half used its own BatchNorm statistics
+
+
+def test_sync_bn_on_cpu_ddp_is_refused_and_ignored_alone_with_a_warning():
+    from comp.errors import TrainError
+    from comp.train.checks import setting_warnings, use_sync_bn
+    from comp.train.device import Runtime
+
+    ddp_cpu = Runtime(device=torch.device("cpu"), amp_dtype=None, rank=0, world_size=2, local_rank=0)
+    with pytest.raises(TrainError, match="train.sync_bn=true: SyncBatchNorm needs CUDA"):
+        use_sync_bn(True, ddp_cpu)
+    assert use_sync_bn(None, ddp_cpu) is False
+    ddp_cuda = Runtime(device=torch.device("cuda", 0), amp_dtype=None, rank=0, world_size=2, local_rank=0)
+    assert use_sync_bn(None, ddp_cuda) is True and use_sync_bn(False, ddp_cuda) is False
+    from comp.config import Config
+
+    cfg = Config()
+    cfg.train.sync_bn = True
+    assert any("train.sync_bn=true does nothing" in line for line in setting_warnings(cfg, 100, distributed=False))
+    assert not setting_warnings(cfg, 100, distributed=True)
