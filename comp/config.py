@@ -112,6 +112,15 @@ class TrainConfig(Section):
     seed: int = 0
     threads: int | None = Field(None, ge=1)
     full_epochs: int | None = Field(None, ge=1)
+
+    @field_validator("warmup_epochs")
+    @classmethod
+    def _warmup_has_a_schedule(cls, v: float, info) -> float:
+        scheduler = info.data.get("scheduler")
+        if v and scheduler in ("plateau", "none"):
+            raise ValueError(f"train.scheduler={scheduler} has no warm-up and would ignore it; use cosine or "
+                             f"onecycle, or set train.warmup_epochs=0")
+        return v
     sync_bn: bool | None = None  # SyncBatchNorm under DDP; None: on with CUDA (it needs CUDA)
 
 

@@ -292,3 +292,41 @@ def test_sync_bn_on_cpu_ddp_is_refused_and_ignored_alone_with_a_warning():
     cfg.train.sync_bn = True
     assert any("train.sync_bn=true does nothing" in line for line in setting_warnings(cfg, 100, distributed=False))
     assert not setting_warnings(cfg, 100, distributed=True)
+
+
+# -- 8. no setting silently ignored --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scheduler", ["plateau", "none"])
+def test_warmup_without_a_schedule_that_warms_up_is_refused(scheduler):
+    from comp.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"train.warmup_epochs.*train.scheduler={scheduler} has no warm-up"):
+        load_config(_demo_config(), [f"train.scheduler={scheduler}", "train.warmup_epochs=1"])
+    assert load_config(_demo_config(), ["train.scheduler=cosine", "train.warmup_epochs=1"]).train.warmup_epochs == 1
+
+
+def _demo_config():
+    from pathlib import Path
+
+    return Path(__file__).resolve().parents[1] / "configs/demo.yaml"
+
+
+def test_onecycle_keeps_sgd_momentum_as_set():
+    from comp.config import TrainConfig
+    from comp.train.optim import create_optimizer, create_scheduler
+
+    cfg = TrainConfig(optimizer="sgd", momentum=0.5, scheduler="onecycle")
+    optimizer = create_optimizer(nn.Linear(2, 2), cfg, torch.device("cpu"))
+    scheduler = create_scheduler(optimizer, cfg, steps_per_epoch=10, epochs=2)
+    for _ in range(7):
+        optimizer.step()
+        scheduler.step()
+        assert optimizer.param_groups[0]["momentum"] == 0.5  # was cycled between 0.85 and 0.95
+
+
+def test_class_weights_with_sampler_strength_is_one_warning(project):
+    lines = []
+    run_training(load_config(project["path"], ["train.epochs=1", "train.class_weights=balanced",
+                                               "train.sampler_strength=1.0"]), fold="0", log=lines.append)
+    assert len([line for line in lines if "up-weighted twice" in line]) == 1

@@ -12,6 +12,9 @@ def setting_warnings(cfg: Config, total_steps: int, distributed: bool = False) -
     """Warnings about ``cfg`` for a run of ``total_steps`` optimiser steps (each one line, no fold prefix)."""
     t = cfg.train
     lines = [ema_horizon_warning(t.ema, total_steps)]
+    if t.class_weights is not None and t.sampler_strength > 0:
+        lines.append(f"warning: train.class_weights={t.class_weights} and train.sampler_strength="
+                     f"{t.sampler_strength} both correct the class imbalance: rare classes are up-weighted twice")
     if t.sync_bn and not distributed:
         lines.append("warning: train.sync_bn=true does nothing outside torchrun (one process); it is ignored")
     return [line for line in lines if line]
