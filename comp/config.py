@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -73,7 +73,8 @@ class ModelConfig(Section):
     name: str = "resnet18"
     pretrained: str | None = None  # a local weights file, or "timm-cache"
     activation: Literal["relu", "leaky_relu", "silu", "gelu"] = "relu"
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    # None: the architecture's own default (VGG 0.5 as torchvision, ResNets 0, a timm model timm's)
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] | None = None
     zero_init_last: bool = True
 
 

@@ -330,3 +330,15 @@ def test_class_weights_with_sampler_strength_is_one_warning(project):
     run_training(load_config(project["path"], ["train.epochs=1", "train.class_weights=balanced",
                                                "train.sampler_strength=1.0"]), fold="0", log=lines.append)
     assert len([line for line in lines if "up-weighted twice" in line]) == 1
+
+
+def test_vgg_classifier_dropout_defaults_to_torchvisions():
+    from comp.config import ModelConfig
+    from comp.models.factory import create_model
+
+    def dropouts(**kw):
+        model = create_model(ModelConfig(name="vgg11_bn", **kw), num_classes=3, in_chans=1)
+        return [m.p for m in model.modules() if isinstance(m, nn.Dropout)]
+
+    assert dropouts() == [0.5, 0.5]
+    assert dropouts(dropout=0.0) == [0.0, 0.0]

@@ -75,8 +75,9 @@ def create_model(cfg_model: ModelConfig, num_classes: int, in_chans: int) -> nn.
     if name.startswith(TIMM_PREFIX):
         model = _create_timm(name[len(TIMM_PREFIX):], cfg_model, num_classes, in_chans)
     else:
-        kwargs = dict(num_classes=num_classes, in_chans=in_chans, act=cfg_model.activation,
-                      drop_rate=cfg_model.dropout)
+        kwargs = dict(num_classes=num_classes, in_chans=in_chans, act=cfg_model.activation)
+        if cfg_model.dropout is not None:  # else the architecture's default (VGG: 0.5, as torchvision)
+            kwargs["drop_rate"] = cfg_model.dropout
         if name.startswith("resnet"):
             kwargs["zero_init_last"] = cfg_model.zero_init_last
         model = MODELS[name](**kwargs)
@@ -95,7 +96,7 @@ def _create_timm(arch: str, cfg_model: ModelConfig, num_classes: int, in_chans: 
         hint = f"; close timm names: {', '.join(close)}" if close else ""
         raise ModelError(f"model.name={TIMM_PREFIX}{arch}: timm has no model {arch!r}{hint} (see timm.list_models())")
     kwargs: dict[str, object] = dict(pretrained=False, num_classes=num_classes, in_chans=in_chans)
-    if cfg_model.dropout:
+    if cfg_model.dropout is not None:
         kwargs["drop_rate"] = cfg_model.dropout
     if cfg_model.activation != "relu":
         kwargs["act_layer"] = cfg_model.activation
@@ -104,5 +105,5 @@ def _create_timm(arch: str, cfg_model: ModelConfig, num_classes: int, in_chans: 
     except TypeError as exc:
         raise ModelError(
             f"model.name={TIMM_PREFIX}{arch} does not accept model.activation/model.dropout ({exc}); "
-            "leave them at relu / 0.0 for this model"
+            "leave them at relu / null for this model"
         ) from None
