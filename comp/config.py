@@ -142,6 +142,7 @@ class SubmitConfig(Section):
     tta: str = "none"
     merge: Literal["mean", "geometric", "logits"] = "mean"
     use_full: bool = False
+    full_weight: float | None = Field(None, ge=0, le=1)  # the full fit's share with use_full; None: 1/(k+1)
     ordinal: bool = False  # labels from QWK cut-points tuned on the OOF expected grade
     batch_size: int = Field(256, ge=1)
 

@@ -342,3 +342,27 @@ def test_vgg_classifier_dropout_defaults_to_torchvisions():
 
     assert dropouts() == [0.5, 0.5]
     assert dropouts(dropout=0.0) == [0.0, 0.0]
+
+
+def test_full_weight_sets_the_full_fits_share(in_tmp, make_competition, write_config):
+    from click.testing import CliRunner
+    from test_submit import MODEL, fabricate_run
+
+    from comp.cli import main
+    from comp.competition import load_competition
+
+    root = make_competition(n_test=6)
+    path = write_config(root, name="exp", model=MODEL, train={"device": "cpu"})
+    cfg = load_config(path)
+    fabricate_run(cfg, load_competition(cfg.data), full=True)
+
+    def probs(*args):
+        result = CliRunner().invoke(main, ["submit", "--config", str(path), *args])
+        assert result.exit_code == 0, result.output
+        return pd.read_csv(in_tmp / "submissions/exp-probs.csv").filter(like="prob").to_numpy()
+
+    folds_only = probs()
+    assert np.allclose(probs("--use-full", "--set", "submit.full_weight=0"), folds_only, atol=1e-6)
+    assert not np.allclose(probs("--use-full", "--set", "submit.full_weight=0.5"), folds_only, atol=1e-3)
+    refused = CliRunner().invoke(main, ["submit", "--config", str(path), "--set", "submit.full_weight=0.5"])
+    assert refused.exit_code == 2 and "add --use-full or set submit.full_weight=null" in refused.output

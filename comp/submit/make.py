@@ -118,8 +118,8 @@ def _test_probs(ctx: _Context, views: list, mode: str) -> tuple[list[str], np.nd
     from comp.predict.experiment import predict_test
 
     table = ctx.comp.test_table()
-    per_exp = [predict_test(e, table["path"].tolist(), views, mode, ctx.settings, ctx.cfg.data.cache_dir)
-               for e in ctx.experiments]
+    per_exp = [predict_test(e, table["path"].tolist(), views, mode, ctx.settings, ctx.cfg.data.cache_dir,
+                            ctx.cfg.submit.full_weight) for e in ctx.experiments]
     probs = per_exp[0] if len(per_exp) == 1 else merge_probs(np.stack(per_exp), mode, ctx.weights).double().numpy()
     return [str(i) for i in table["id"]], probs
 
