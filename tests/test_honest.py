@@ -366,3 +366,20 @@ def test_full_weight_sets_the_full_fits_share(in_tmp, make_competition, write_co
     assert not np.allclose(probs("--use-full", "--set", "submit.full_weight=0.5"), folds_only, atol=1e-3)
     refused = CliRunner().invoke(main, ["submit", "--config", str(path), "--set", "submit.full_weight=0.5"])
     assert refused.exit_code == 2 and "add --use-full or set submit.full_weight=null" in refused.output
+
+
+def test_tta_auto_leaves_out_resizing_for_a_fixed_size_vit(in_tmp, make_competition, write_config):
+    from click.testing import CliRunner
+    from test_submit import fabricate_run
+
+    from comp.cli import main
+    from comp.competition import load_competition
+
+    root = make_competition(n_test=3)
+    path = write_config(root, name="vit", model={"name": "timm:vit_tiny_patch16_224"},
+                        data={"image_size": 224, "cache_dir": str(in_tmp / "cache")}, train={"device": "cpu"})
+    cfg = load_config(path)
+    fabricate_run(cfg, load_competition(cfg.data))
+    result = CliRunner().invoke(main, ["submit", "--tta", "auto", "--config", str(path)])
+    assert result.exit_code == 0, result.output  # was: "Input height (202) doesn't match model (224)"
+    assert "d4" in result.output and "scale" not in result.output

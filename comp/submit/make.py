@@ -20,8 +20,8 @@ from comp.errors import SubmitError
 from comp.io import atomic_write_text
 from comp.predict.ensemble import merge_probs, normalize_weights
 from comp.predict.ordinal import CutPoints, apply_cutpoints, check_ordinal_classes, crossfit_cutpoints, expected_grade
-from comp.predict.select import PolicyScore, blend_oof, score_policies, union_views
-from comp.predict.tta import AUTO_POLICIES, IDENTITY, parse_tta
+from comp.predict.select import PolicyScore, auto_policies, blend_oof, score_policies, union_views
+from comp.predict.tta import IDENTITY, parse_tta
 from comp.submit.format import SampleFormat, build_submission, probs_frame, sample_format, to_csv_text
 from comp.submit.validate import validate_text
 from comp.train.metrics import compute_metrics
@@ -128,9 +128,10 @@ def _choose_policy(ctx: _Context, request: SubmitRequest, y: np.ndarray):
     """(policy, merge mode, ``--tta auto`` table or None, OOF probabilities of the choice or None)."""
     if request.tta != "auto":
         return request.tta, request.merge, None, None
-    candidates = union_views(AUTO_POLICIES)
+    policies = auto_policies(ctx.experiments)  # AUTO_POLICIES less resizing for fixed-size models
+    candidates = union_views(policies)
     logits = _oof_view_logits(ctx, candidates)  # one OOF pass under every candidate view
-    table = score_policies(logits, candidates, y, ctx.cfg.train.monitor, AUTO_POLICIES, weights=ctx.weights)
+    table = score_policies(logits, candidates, y, ctx.cfg.train.monitor, policies, weights=ctx.weights)
     best = table[0]
     columns = [candidates.index(v) for v in parse_tta(best.policy)]
     return best.policy, best.merge, table, blend_oof(logits, columns, best.merge, ctx.weights)
