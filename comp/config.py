@@ -83,8 +83,9 @@ class AugmentConfig(Section):
 
     preset: Literal["none", "light", "medium", "fundus", "cells"] = "light"
     transforms: list[dict[str, Any]] = Field(default_factory=list)
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    # None: the pretrained timm model's own (its pretrained_cfg), else ImageNet's (comp.models.factory)
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
 
 
 class TrainConfig(Section):

@@ -383,3 +383,14 @@ def test_tta_auto_leaves_out_resizing_for_a_fixed_size_vit(in_tmp, make_competit
     result = CliRunner().invoke(main, ["submit", "--tta", "auto", "--config", str(path)])
     assert result.exit_code == 0, result.output  # was: "Input height (202) doesn't match model (224)"
     assert "d4" in result.output and "scale" not in result.output
+
+
+def test_a_pretrained_timm_model_is_normalised_with_its_own_mean_and_std():
+    from comp.config import ModelConfig
+    from comp.models.factory import IMAGENET_MEAN, resolve_normalization
+
+    vit = ModelConfig(name="timm:vit_tiny_patch16_224", pretrained="timm-cache")
+    assert resolve_normalization(vit, None, None) == ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # was ImageNet's
+    assert resolve_normalization(vit.model_copy(update={"pretrained": None}), None, None)[0] == IMAGENET_MEAN
+    assert resolve_normalization(vit, (0.1, 0.2, 0.3), (1, 1, 1)) == ((0.1, 0.2, 0.3), (1, 1, 1))  # as set
+    assert load_config(_demo_config()).augment.mean == (0.5, 0.5, 0.5)

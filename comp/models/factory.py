@@ -50,6 +50,22 @@ def check_name(name: str) -> None:
     )
 
 
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def resolve_normalization(cfg_model: ModelConfig, mean, std) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``augment.mean`` / ``std`` where set; else a pretrained timm model's own (``pretrained_cfg``: 0.5 for
+    a ViT, CLIP's for CLIP weights), else ImageNet's."""
+    default_mean, default_std = IMAGENET_MEAN, IMAGENET_STD
+    if cfg_model.name.startswith(TIMM_PREFIX) and cfg_model.pretrained:
+        from timm.models import get_pretrained_cfg
+
+        pretrained = get_pretrained_cfg(cfg_model.name[len(TIMM_PREFIX):])
+        if pretrained is not None and pretrained.mean and pretrained.std:
+            default_mean, default_std = tuple(pretrained.mean), tuple(pretrained.std)
+    return tuple(mean or default_mean), tuple(std or default_std)
+
+
 def create_model(cfg_model: ModelConfig, num_classes: int, in_chans: int) -> nn.Module:
     """Build the model a config asks for, and load its pretrained weights if any.
 

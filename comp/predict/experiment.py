@@ -23,7 +23,9 @@ def _loader(exp: Experiment, paths: Sequence[Path], labels, settings: InferenceS
 
 
 def _norm(exp: Experiment) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    return tuple(exp.config.augment.mean), tuple(exp.config.augment.std)
+    from comp.models.factory import resolve_normalization
+
+    return resolve_normalization(exp.config.model, exp.config.augment.mean, exp.config.augment.std)
 
 
 def predict_test(exp: Experiment, test_paths: Sequence[Path], views: Sequence[View], mode: str,

@@ -19,7 +19,7 @@ from comp.config import Config
 from comp.data import derive_seed, start_epoch
 from comp.errors import CheckpointError
 from comp.io import atomic_write_text
-from comp.models.factory import create_model
+from comp.models.factory import create_model, resolve_normalization
 from comp.train.checkpoint import capture_rng, check_checkpoint, load_checkpoint, restore_rng, save_checkpoint
 from comp.train.checks import setting_warnings, use_sync_bn
 from comp.train.device import Runtime, broadcast_from_main
@@ -103,7 +103,8 @@ class FoldTrainer:
             runtime=runtime, optimizer=optimizer, scheduler=scheduler, scheduler_name=cfg.train.scheduler,
             scaler=runtime.grad_scaler(),
             criterion=create_criterion(self.loaders.loss_weights, cfg.train.label_smoothing, runtime.device),
-            mean=cfg.augment.mean, std=cfg.augment.std, channels_last=cfg.train.channels_last,
+            **dict(zip(("mean", "std"), resolve_normalization(cfg.model, cfg.augment.mean, cfg.augment.std))),
+            channels_last=cfg.train.channels_last,
             grad_clip=cfg.train.grad_clip, ema=ModelEma(self.model, cfg.train.ema) if cfg.train.ema else None,
             label=f"fold {spec.fold}",
         )
