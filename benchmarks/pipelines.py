@@ -25,7 +25,7 @@ from benchmarks.measure import PeakMemory, release, summarize, sync
 from comp.competition import load_competition
 from comp.config import AugmentConfig, Config, DataConfig, FoldsConfig, ModelConfig, SubmitConfig, TrainConfig
 from comp.folds import make_folds, read_folds, write_folds
-from comp.models.factory import create_model
+from comp.models.factory import create_model, resolve_normalization
 from comp.predict.experiment import predict_test
 from comp.predict.inference import resolve_settings
 from comp.predict.runs import Experiment, Member
@@ -142,8 +142,8 @@ def run_plain_loop(cfg: Config, work: Path, runtime: Runtime, num_workers: int, 
         comp = load_competition(cfg.data)
         fold = read_folds(cfg.folds.name).frame["fold"].to_numpy()
     rows = comp.train[fold != FOLD]
-    dataset = PlainDataset(rows["path"], rows["target"],
-                           plain_transform(cfg.data.image_size, cfg.augment.mean, cfg.augment.std))
+    mean, std = resolve_normalization(cfg.model, cfg.augment.mean, cfg.augment.std)
+    dataset = PlainDataset(rows["path"], rows["target"], plain_transform(cfg.data.image_size, mean, std))
     loader = DataLoader(dataset, batch_size=cfg.train.batch_size, shuffle=True, num_workers=num_workers)
     device = runtime.device
     torch.manual_seed(cfg.train.seed)

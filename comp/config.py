@@ -94,7 +94,8 @@ class ModelConfig(Section):
     name: str = "resnet18"
     pretrained: str | None = None  # a local weights file, or "timm-cache"
     activation: Literal["relu", "leaky_relu", "silu", "gelu"] = "relu"
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    # None: the architecture's own default (VGG 0.5 as torchvision, ResNets 0, a timm model timm's)
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] | None = None
     zero_init_last: bool = True
 
 
@@ -103,8 +104,9 @@ class AugmentConfig(Section):
 
     preset: Literal["none", "light", "medium", "fundus", "cells"] = "light"
     transforms: list[dict[str, Any]] = Field(default_factory=list)
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    # None: the pretrained timm model's own (its pretrained_cfg), else ImageNet's (comp.models.factory)
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
 
 
 class TrainConfig(Section):
@@ -134,6 +136,16 @@ class TrainConfig(Section):
     threads: int | None = Field(None, ge=1)
     full_epochs: int | None = Field(None, ge=1)
 
+    @field_validator("warmup_epochs")
+    @classmethod
+    def _warmup_has_a_schedule(cls, v: float, info) -> float:
+        scheduler = info.data.get("scheduler")
+        if v and scheduler in ("plateau", "none"):
+            raise ValueError(f"train.scheduler={scheduler} has no warm-up and would ignore it; use cosine or "
+                             f"onecycle, or set train.warmup_epochs=0")
+        return v
+    sync_bn: bool | None = None  # SyncBatchNorm under DDP; None: on with CUDA (it needs CUDA)
+
 
 class TuneConfig(Section):
     """Optuna search around the fold training."""
@@ -152,6 +164,7 @@ class SubmitConfig(Section):
     tta: str = "none"
     merge: Literal["mean", "geometric", "logits"] = "mean"
     use_full: bool = False
+    full_weight: float | None = Field(None, ge=0, le=1)  # the full fit's share with use_full; None: 1/(k+1)
     ordinal: bool = False  # labels from QWK cut-points tuned on the OOF expected grade
     target: Literal["auto", "label", "proba"] = "auto"  # what the sample's target column(s) hold
     positive: str | int | None = None  # binary P(positive) column: that class (default: the second)

@@ -233,3 +233,164 @@ def test_train_after_tune_does_not_rerun_the_best_trial_and_cv_marks_the_tuned_f
     assert cv["tuned_folds"] == [0] and cv["untuned"]["folds"] == [1, 2]
     untuned = [cv["per_fold"][f]["accuracy"] for f in ("1", "2")]
     assert cv["untuned"]["mean"]["accuracy"] == pytest.approx(np.mean(untuned))
+
+
+# -- 3. DDP validates the weights it saves -------------------------------------------------------------
+
+
+def _repredict_best(project, cfg_path, run: str) -> tuple[np.ndarray, np.ndarray]:
+    """One process re-predicts ``runs/<run>/fold0/best.pt`` on fold 0's rows: (re-predicted, OOF) probs."""
+    from comp.competition import load_competition
+    from comp.folds import read_folds
+    from comp.train.device import setup_runtime
+    from comp.train.engine import evaluate
+    from comp.train.fold import FoldTrainer
+    from comp.train.runner import fold_spec
+
+    cfg = load_config(cfg_path)
+    comp = load_competition(cfg.data)
+    spec = fold_spec(read_folds(cfg.folds.name, comp, k=3), 0, project["dir"] / "scratch", 1, "", "")
+    trainer = FoldTrainer(cfg, comp, spec, setup_runtime(cfg.train))
+    trainer.model.load_state_dict(load_checkpoint(project["dir"] / f"runs/{run}/fold0/best.pt")["model"])
+    _, probs = evaluate(trainer.model, trainer.loaders.valid, trainer.loaders.valid_index, len(spec.valid_idx),
+                        trainer.ctx)
+    oof = pd.read_csv(project["dir"] / f"runs/{run}/fold0/oof.csv").filter(like="prob_").to_numpy()
+    return probs, oof
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ema", [None, 0.5])
+def test_ddp_oof_is_a_reprediction_of_best_pt(project, ema):
+    import os
+    import subprocess
+    import sys
+
+    path = project["config"](train={"epochs": 2, "batch_size": 8, "device": "cpu", "ema": ema})
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
+           "-m", "comp", "train", "--config", str(path), "--fold", "0", "--no-report", "--set", "name=ddp"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=project["dir"], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    again, oof = _repredict_best(project, path, "ddp")
+    assert np.abs(again - oof).max() < 1e-5  # before: rank 1's half used its own BatchNorm statistics
+
+
+def test_sync_bn_on_cpu_ddp_is_refused_and_ignored_alone_with_a_warning():
+    from comp.errors import TrainError
+    from comp.train.checks import setting_warnings, use_sync_bn
+    from comp.train.device import Runtime
+
+    ddp_cpu = Runtime(device=torch.device("cpu"), amp_dtype=None, rank=0, world_size=2, local_rank=0)
+    with pytest.raises(TrainError, match="train.sync_bn=true: SyncBatchNorm needs CUDA"):
+        use_sync_bn(True, ddp_cpu)
+    assert use_sync_bn(None, ddp_cpu) is False
+    ddp_cuda = Runtime(device=torch.device("cuda", 0), amp_dtype=None, rank=0, world_size=2, local_rank=0)
+    assert use_sync_bn(None, ddp_cuda) is True and use_sync_bn(False, ddp_cuda) is False
+    from comp.config import Config
+
+    cfg = Config()
+    cfg.train.sync_bn = True
+    assert any("train.sync_bn=true does nothing" in line for line in setting_warnings(cfg, 100, distributed=False))
+    assert not setting_warnings(cfg, 100, distributed=True)
+
+
+# -- 8. no setting silently ignored --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scheduler", ["plateau", "none"])
+def test_warmup_without_a_schedule_that_warms_up_is_refused(scheduler):
+    from comp.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"train.warmup_epochs.*train.scheduler={scheduler} has no warm-up"):
+        load_config(_demo_config(), [f"train.scheduler={scheduler}", "train.warmup_epochs=1"])
+    assert load_config(_demo_config(), ["train.scheduler=cosine", "train.warmup_epochs=1"]).train.warmup_epochs == 1
+
+
+def _demo_config():
+    from pathlib import Path
+
+    return Path(__file__).resolve().parents[1] / "configs/demo.yaml"
+
+
+def test_onecycle_keeps_sgd_momentum_as_set():
+    from comp.config import TrainConfig
+    from comp.train.optim import create_optimizer, create_scheduler
+
+    cfg = TrainConfig(optimizer="sgd", momentum=0.5, scheduler="onecycle")
+    optimizer = create_optimizer(nn.Linear(2, 2), cfg, torch.device("cpu"))
+    scheduler = create_scheduler(optimizer, cfg, steps_per_epoch=10, epochs=2)
+    for _ in range(7):
+        optimizer.step()
+        scheduler.step()
+        assert optimizer.param_groups[0]["momentum"] == 0.5  # was cycled between 0.85 and 0.95
+
+
+def test_class_weights_with_sampler_strength_is_one_warning(project):
+    lines = []
+    run_training(load_config(project["path"], ["train.epochs=1", "train.class_weights=balanced",
+                                               "train.sampler_strength=1.0"]), fold="0", log=lines.append)
+    assert len([line for line in lines if "up-weighted twice" in line]) == 1
+
+
+def test_vgg_classifier_dropout_defaults_to_torchvisions():
+    from comp.config import ModelConfig
+    from comp.models.factory import create_model
+
+    def dropouts(**kw):
+        model = create_model(ModelConfig(name="vgg11_bn", **kw), num_classes=3, in_chans=1)
+        return [m.p for m in model.modules() if isinstance(m, nn.Dropout)]
+
+    assert dropouts() == [0.5, 0.5]
+    assert dropouts(dropout=0.0) == [0.0, 0.0]
+
+
+def test_full_weight_sets_the_full_fits_share(in_tmp, make_competition, write_config):
+    from click.testing import CliRunner
+    from test_submit import MODEL, fabricate_run
+
+    from comp.cli import main
+    from comp.competition import load_competition
+
+    root = make_competition(n_test=6)
+    path = write_config(root, name="exp", model=MODEL, train={"device": "cpu"})
+    cfg = load_config(path)
+    fabricate_run(cfg, load_competition(cfg.data), full=True)
+
+    def probs(*args):
+        result = CliRunner().invoke(main, ["submit", "--config", str(path), *args])
+        assert result.exit_code == 0, result.output
+        return pd.read_csv(in_tmp / "submissions/exp-probs.csv").filter(like="prob").to_numpy()
+
+    folds_only = probs()
+    assert np.allclose(probs("--use-full", "--set", "submit.full_weight=0"), folds_only, atol=1e-6)
+    assert not np.allclose(probs("--use-full", "--set", "submit.full_weight=0.5"), folds_only, atol=1e-3)
+    refused = CliRunner().invoke(main, ["submit", "--config", str(path), "--set", "submit.full_weight=0.5"])
+    assert refused.exit_code == 2 and "add --use-full or set submit.full_weight=null" in refused.output
+
+
+def test_tta_auto_leaves_out_resizing_for_a_fixed_size_vit(in_tmp, make_competition, write_config):
+    from click.testing import CliRunner
+    from test_submit import fabricate_run
+
+    from comp.cli import main
+    from comp.competition import load_competition
+
+    root = make_competition(n_test=3)
+    path = write_config(root, name="vit", model={"name": "timm:vit_tiny_patch16_224"},
+                        data={"image_size": 224, "cache_dir": str(in_tmp / "cache")}, train={"device": "cpu"})
+    cfg = load_config(path)
+    fabricate_run(cfg, load_competition(cfg.data))
+    result = CliRunner().invoke(main, ["submit", "--tta", "auto", "--config", str(path)])
+    assert result.exit_code == 0, result.output  # was: "Input height (202) doesn't match model (224)"
+    assert "d4" in result.output and "scale" not in result.output
+
+
+def test_a_pretrained_timm_model_is_normalised_with_its_own_mean_and_std():
+    from comp.config import ModelConfig
+    from comp.models.factory import IMAGENET_MEAN, resolve_normalization
+
+    vit = ModelConfig(name="timm:vit_tiny_patch16_224", pretrained="timm-cache")
+    assert resolve_normalization(vit, None, None) == ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # was ImageNet's
+    assert resolve_normalization(vit.model_copy(update={"pretrained": None}), None, None)[0] == IMAGENET_MEAN
+    assert resolve_normalization(vit, (0.1, 0.2, 0.3), (1, 1, 1)) == ((0.1, 0.2, 0.3), (1, 1, 1))  # as set
+    assert load_config(_demo_config()).augment.mean == (0.5, 0.5, 0.5)

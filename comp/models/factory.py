@@ -50,6 +50,22 @@ def check_name(name: str) -> None:
     )
 
 
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def resolve_normalization(cfg_model: ModelConfig, mean, std) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``augment.mean`` / ``std`` where set; else a pretrained timm model's own (``pretrained_cfg``: 0.5 for
+    a ViT, CLIP's for CLIP weights), else ImageNet's."""
+    default_mean, default_std = IMAGENET_MEAN, IMAGENET_STD
+    if cfg_model.name.startswith(TIMM_PREFIX) and cfg_model.pretrained:
+        from timm.models import get_pretrained_cfg
+
+        pretrained = get_pretrained_cfg(cfg_model.name[len(TIMM_PREFIX):])
+        if pretrained is not None and pretrained.mean and pretrained.std:
+            default_mean, default_std = tuple(pretrained.mean), tuple(pretrained.std)
+    return tuple(mean or default_mean), tuple(std or default_std)
+
+
 def create_model(cfg_model: ModelConfig, num_classes: int, in_chans: int) -> nn.Module:
     """Build the model a config asks for, and load its pretrained weights if any.
 
@@ -75,8 +91,9 @@ def create_model(cfg_model: ModelConfig, num_classes: int, in_chans: int) -> nn.
     if name.startswith(TIMM_PREFIX):
         model = _create_timm(name[len(TIMM_PREFIX):], cfg_model, num_classes, in_chans)
     else:
-        kwargs = dict(num_classes=num_classes, in_chans=in_chans, act=cfg_model.activation,
-                      drop_rate=cfg_model.dropout)
+        kwargs = dict(num_classes=num_classes, in_chans=in_chans, act=cfg_model.activation)
+        if cfg_model.dropout is not None:  # else the architecture's default (VGG: 0.5, as torchvision)
+            kwargs["drop_rate"] = cfg_model.dropout
         if name.startswith("resnet"):
             kwargs["zero_init_last"] = cfg_model.zero_init_last
         model = MODELS[name](**kwargs)
@@ -95,7 +112,7 @@ def _create_timm(arch: str, cfg_model: ModelConfig, num_classes: int, in_chans: 
         hint = f"; close timm names: {', '.join(close)}" if close else ""
         raise ModelError(f"model.name={TIMM_PREFIX}{arch}: timm has no model {arch!r}{hint} (see timm.list_models())")
     kwargs: dict[str, object] = dict(pretrained=False, num_classes=num_classes, in_chans=in_chans)
-    if cfg_model.dropout:
+    if cfg_model.dropout is not None:
         kwargs["drop_rate"] = cfg_model.dropout
     if cfg_model.activation != "relu":
         kwargs["act_layer"] = cfg_model.activation
@@ -104,5 +121,5 @@ def _create_timm(arch: str, cfg_model: ModelConfig, num_classes: int, in_chans: 
     except TypeError as exc:
         raise ModelError(
             f"model.name={TIMM_PREFIX}{arch} does not accept model.activation/model.dropout ({exc}); "
-            "leave them at relu / 0.0 for this model"
+            "leave them at relu / null for this model"
         ) from None

@@ -63,7 +63,7 @@ class VGG(nn.Module):
     """
 
     def __init__(self, stages: list[int | str], num_classes: int = 1000, in_chans: int = 3, act: str = "relu",
-                 drop_rate: float = 0.0) -> None:
+                 drop_rate: float = 0.5) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.in_chans = in_chans

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from comp.competition import Competition
+from comp.errors import SubmitError
 from comp.predict.inference import InferenceSettings, predict_merged, predict_view_logits
 from comp.predict.runs import Experiment
 from comp.predict.tta import View
@@ -22,11 +23,13 @@ def _loader(exp: Experiment, paths: Sequence[Path], labels, settings: InferenceS
 
 
 def _norm(exp: Experiment) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    return tuple(exp.config.augment.mean), tuple(exp.config.augment.std)
+    from comp.models.factory import resolve_normalization
+
+    return resolve_normalization(exp.config.model, exp.config.augment.mean, exp.config.augment.std)
 
 
 def predict_test(exp: Experiment, test_paths: Sequence[Path], views: Sequence[View], mode: str,
-                 settings: InferenceSettings, cache_dir: Path) -> np.ndarray:
+                 settings: InferenceSettings, cache_dir: Path, full_weight: float | None = None) -> np.ndarray:
     """Test probabilities (N, K) of all members x views of ``exp``, merged with ``mode``.
 
     The images go through the loader once; every member runs on every view of each batch.
@@ -38,11 +41,29 @@ def predict_test(exp: Experiment, test_paths: Sequence[Path], views: Sequence[Vi
         mode: Merge mode for views and members alike.
         settings: Device, batch size, workers, precision.
         cache_dir: Root of the image cache (``data.cache_dir``).
+        full_weight: Share of the ``full`` member (``submit.full_weight``); the folds share the rest
+            equally. None: every member alike (the full fit gets 1/(k+1)).
+
+    Raises:
+        SubmitError: ``full_weight`` set but the experiment has no full member (it would be ignored).
     """
     models = [m.build_model() for m in exp.members]
     loader = _loader(exp, test_paths, None, settings, cache_dir)
     mean, std = _norm(exp)
-    return predict_merged(models, loader, views, mode, settings, mean, std)
+    weights = member_weights(exp, full_weight)
+    return predict_merged(models, loader, views, mode, settings, mean, std, weights)
+
+
+def member_weights(exp: Experiment, full_weight: float | None) -> list[float] | None:
+    """One weight per member: ``full_weight`` for ``full``, the rest shared by the folds (None: equal)."""
+    if full_weight is None:
+        return None
+    names = [m.name for m in exp.members]
+    if "full" not in names:
+        raise SubmitError(f"submit.full_weight={full_weight} is set but {exp.name} is submitted without its full "
+                          f"fit; add --use-full or set submit.full_weight=null")
+    folds = len(names) - 1
+    return [full_weight if n == "full" else (1.0 - full_weight) / folds for n in names]
 
 
 def predict_oof_views(exp: Experiment, comp: Competition, views: Sequence[View], settings: InferenceSettings,

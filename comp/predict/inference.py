@@ -101,16 +101,18 @@ def _batches(loader, settings: InferenceSettings, mean, std):
 
 @torch.inference_mode()
 def predict_merged(models: Sequence[nn.Module], loader, views: Sequence[View], mode: str,
-                   settings: InferenceSettings, mean, std) -> np.ndarray:
+                   settings: InferenceSettings, mean, std, model_weights: Sequence[float] | None = None) -> np.ndarray:
     """Class probabilities (N, K) of the ensemble of ``models`` x ``views``, merged with ``mode``.
 
     One pass through ``loader`` (a :func:`comp.data.create_loader` over the images, in order).
+    ``model_weights`` (one per model, normalised; None: equal) are shared equally by each model's views.
     """
     models = prepare_models(models, settings)
+    weights = None if model_weights is None else [w / len(views) for w in model_weights for _ in views]
     out = []
     for images in _batches(loader, settings, mean, std):
         logits = forward_views(models, images, views, settings)  # (M, V, B, K)
-        out.append(merge_logits(logits.flatten(0, 1), mode))  # (B, K)
+        out.append(merge_logits(logits.flatten(0, 1), mode, weights))  # (B, K)
     return torch.cat(out).cpu().numpy().astype(np.float64)  # one device-to-host copy
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from comp.predict.ensemble import MERGE_MODES, merge_logits, merge_probs
-from comp.predict.tta import View, parse_tta
+from comp.predict.tta import AUTO_POLICIES, View, parse_tta
 from comp.train.metrics import HIGHER_IS_BETTER, compute_metrics
 
 
@@ -32,6 +32,16 @@ class PolicyScore:
 def monitored_metric(monitor: str) -> str:
     """The metric to rank by: the training monitor, with ``loss`` read as ``logloss``."""
     return "logloss" if monitor == "loss" else monitor
+
+
+def auto_policies(experiments, policies: Sequence[str] = AUTO_POLICIES) -> tuple[str, ...]:
+    """The ``--tta auto`` candidates these experiments can run: no resizing views for a model with a fixed
+    input size (a timm ViT refuses any other size), so ``scale:`` policies are left out for them."""
+    fixed = any(getattr(module, "strict_img_size", False)
+                for exp in experiments for module in exp.members[0].build_model().modules())
+    if not fixed:
+        return tuple(policies)
+    return tuple(p for p in policies if all(v.scale == 1.0 for v in parse_tta(p)))
 
 
 def union_views(policies: Sequence[str]) -> list[View]:

@@ -22,8 +22,8 @@ from comp.io import atomic_write_texts
 from comp.lock import experiment_lock
 from comp.predict.ensemble import merge_probs, normalize_weights
 from comp.predict.ordinal import CutPoints, apply_cutpoints, crossfit_cutpoints, expected_grade
-from comp.predict.select import PolicyScore, blend_oof, score_policies, union_views
-from comp.predict.tta import AUTO_POLICIES, IDENTITY, parse_tta
+from comp.predict.select import PolicyScore, auto_policies, blend_oof, score_policies, union_views
+from comp.predict.tta import IDENTITY, parse_tta
 from comp.submit.format import SampleFormat, build_submission, probs_frame, sample_format, to_csv_text
 from comp.submit.score import SCORE_METRICS, score_predictions
 from comp.submit.validate import validate_text
@@ -122,8 +122,8 @@ def _test_probs(ctx: _Context, views: list, mode: str) -> tuple[list[str], np.nd
     from comp.predict.experiment import predict_test
 
     table = ctx.comp.test_table()
-    per_exp = [predict_test(e, table["path"].tolist(), views, mode, ctx.settings, ctx.cfg.data.cache_dir)
-               for e in ctx.experiments]
+    per_exp = [predict_test(e, table["path"].tolist(), views, mode, ctx.settings, ctx.cfg.data.cache_dir,
+                            ctx.cfg.submit.full_weight) for e in ctx.experiments]
     probs = per_exp[0] if len(per_exp) == 1 else merge_probs(np.stack(per_exp), mode, ctx.weights).double().numpy()
     return [str(i) for i in table["id"]], probs
 
@@ -132,9 +132,10 @@ def _choose_policy(ctx: _Context, request: SubmitRequest, y: np.ndarray):
     """(policy, merge mode, ``--tta auto`` table or None, OOF probabilities of the choice or None)."""
     if request.tta != "auto":
         return request.tta, request.merge, None, None
-    candidates = union_views(AUTO_POLICIES)
+    policies = auto_policies(ctx.experiments)  # AUTO_POLICIES less resizing for fixed-size models
+    candidates = union_views(policies)
     logits = _oof_view_logits(ctx, candidates)  # one OOF pass under every candidate view
-    table = score_policies(logits, candidates, y, ctx.cfg.train.monitor, AUTO_POLICIES, weights=ctx.weights)
+    table = score_policies(logits, candidates, y, ctx.cfg.train.monitor, policies, weights=ctx.weights)
     best = table[0]
     columns = [candidates.index(v) for v in parse_tta(best.policy)]
     return best.policy, best.merge, table, blend_oof(logits, columns, best.merge, ctx.weights)

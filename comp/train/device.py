@@ -119,6 +119,17 @@ def barrier(runtime: Runtime) -> None:
         dist.barrier()
 
 
+def broadcast_from_main(tensors, runtime: Runtime) -> None:
+    """Overwrite ``tensors`` (in place) on every rank with rank 0's values; nothing outside DDP.
+
+    Before validation: DDP keeps the weights equal, but each rank's BatchNorm statistics (and an EMA of
+    them) followed its own batches, so ranks would validate different models, none of them ``best.pt``.
+    """
+    if runtime.distributed:
+        for tensor in tensors:
+            dist.broadcast(tensor, src=0)
+
+
 def teardown(runtime: Runtime) -> None:
     if runtime.distributed and dist.is_initialized():
         dist.destroy_process_group()

@@ -19,10 +19,10 @@ from comp.config import Config
 from comp.data import derive_seed, start_epoch
 from comp.errors import CheckpointError
 from comp.io import atomic_write_text
-from comp.models.factory import create_model
+from comp.models.factory import create_model, resolve_normalization
 from comp.train.checkpoint import capture_rng, check_checkpoint, load_checkpoint, restore_rng, save_checkpoint
-from comp.train.checks import setting_warnings
-from comp.train.device import Runtime
+from comp.train.checks import setting_warnings, use_sync_bn
+from comp.train.device import Runtime, broadcast_from_main
 from comp.train.engine import StepContext, evaluate, train_one_epoch
 from comp.train.loaders import build_fold_loaders
 from comp.train.metrics import HIGHER_IS_BETTER, is_better
@@ -73,8 +73,11 @@ def prepare_model(cfg: Config, num_classes: int, runtime: Runtime) -> nn.Module:
 
 
 def _wrap(model: nn.Module, cfg: Config, runtime: Runtime) -> nn.Module:
-    """DDP and torch.compile wrappers around the bare model (the bare one owns the state dict)."""
+    """DDP (with SyncBatchNorm per ``train.sync_bn``) and torch.compile wrappers around the bare model (the
+    bare one owns the state dict)."""
     if runtime.distributed:
+        if use_sync_bn(cfg.train.sync_bn, runtime):
+            nn.SyncBatchNorm.convert_sync_batchnorm(model)  # in place below the root; names unchanged
         ids = [runtime.device.index] if runtime.device.type == "cuda" else None
         model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
     if cfg.train.compile:
@@ -100,7 +103,8 @@ class FoldTrainer:
             runtime=runtime, optimizer=optimizer, scheduler=scheduler, scheduler_name=cfg.train.scheduler,
             scaler=runtime.grad_scaler(),
             criterion=create_criterion(self.loaders.loss_weights, cfg.train.label_smoothing, runtime.device),
-            mean=cfg.augment.mean, std=cfg.augment.std, channels_last=cfg.train.channels_last,
+            **dict(zip(("mean", "std"), resolve_normalization(cfg.model, cfg.augment.mean, cfg.augment.std))),
+            channels_last=cfg.train.channels_last,
             grad_clip=cfg.train.grad_clip, ema=ModelEma(self.model, cfg.train.ema) if cfg.train.ema else None,
             label=f"fold {spec.fold}",
         )
@@ -174,7 +178,8 @@ class FoldTrainer:
         monitor = self.cfg.train.monitor
         ahead = None  # the next epoch's batches, started before this epoch's validation
         if self.runtime.is_main and self.start_epoch == 0:
-            for line in setting_warnings(self.cfg, len(self.loaders.train) * self.spec.epochs):
+            steps = len(self.loaders.train) * self.spec.epochs
+            for line in setting_warnings(self.cfg, steps, self.runtime.distributed):
                 log(f"fold {self.spec.fold}: {line}")
         for epoch in range(self.start_epoch, self.spec.epochs):
             if self.finished:
@@ -213,6 +218,8 @@ class FoldTrainer:
         if self.loaders.valid is None:  # full fit: the last epoch is the one kept
             self.best_epoch = epoch + 1
             return True
+        ema = self.ctx.ema
+        broadcast_from_main([*self.model.buffers(), *(ema.state.values() if ema is not None else ())], self.runtime)
         weights = self.eval_weights()
         model = self.model
         if self.ctx.ema is not None:

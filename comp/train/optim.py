@@ -38,13 +38,17 @@ def create_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device, l
 
 
 def create_scheduler(optimizer, cfg: TrainConfig, steps_per_epoch: int, epochs: int | None = None):
-    """The configured schedule, or None. Cosine and one-cycle step per batch, plateau per epoch."""
+    """The configured schedule, or None. Cosine and one-cycle step per batch, plateau per epoch.
+
+    One-cycle cycles Adam's beta1 as usual, but not SGD's momentum: that is ``train.momentum``, kept as set.
+    """
     epochs = epochs or cfg.epochs
     total = max(1, steps_per_epoch * epochs)
     if cfg.scheduler == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=total,
             pct_start=max(0.05, min(0.5, cfg.warmup_epochs / epochs)) if cfg.warmup_epochs else 0.25,
+            cycle_momentum=cfg.optimizer != "sgd",
         )
     if cfg.scheduler == "cosine":
         warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
