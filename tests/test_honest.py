@@ -224,8 +224,12 @@ def test_train_after_tune_does_not_rerun_the_best_trial_and_cv_marks_the_tuned_f
     project = tiny_project(tune={"trials": 1, "epochs": 1, "folds": [0], "space": {"train.lr": {"choices": [0.01]}}})
     run_tune(load_config(project["path"]), TuneOptions(trials=1, plots=False), log=quiet)
     tune = project["dir"] / "runs/exp/tune"
-    cfg = load_config(project["path"], ["train.epochs=1"])
-    run_training(cfg, log=quiet)
+    from click.testing import CliRunner
+
+    from comp.cli import main
+
+    result = CliRunner().invoke(main, ["train", "--config", str(project["path"]), "--epochs", "1", "--no-report"])
+    assert result.exit_code == 0, result.output
     trial = pd.read_csv(tune / "trials/0/fold0/history.csv").drop(columns=["seconds", "images_per_s"])
     fold0 = pd.read_csv(project["dir"] / "runs/exp/fold0/history.csv").drop(columns=["seconds", "images_per_s"])
     assert list(trial.columns) == list(fold0.columns) and trial["train_loss"][0] != fold0["train_loss"][0]
@@ -233,6 +237,9 @@ def test_train_after_tune_does_not_rerun_the_best_trial_and_cv_marks_the_tuned_f
     assert cv["tuned_folds"] == [0] and cv["untuned"]["folds"] == [1, 2]
     untuned = [cv["per_fold"][f]["accuracy"] for f in ("1", "2")]
     assert cv["untuned"]["mean"]["accuracy"] == pytest.approx(np.mean(untuned))
+    honest = cv["untuned"]["oof"]["accuracy"]
+    printed = f"CV accuracy of the folds comp tune did not score on (2, pooled OOF): {honest:.4f}"
+    assert printed in result.output  # the honest figure is on the screen, not only in cv.json
 
 
 # -- 3. DDP validates the weights it saves -------------------------------------------------------------

@@ -55,6 +55,12 @@ def _print_cv(cv: dict) -> None:
     monitor = cv["monitor"]
     score = cv["oof"].get(monitor, cv["mean"].get(monitor, float("nan")))
     click.echo(f"CV {monitor} (pooled OOF): {score:.4f}")
+    untuned = cv.get("untuned")
+    if cv.get("tuned_folds") and untuned:
+        part = untuned["oof"].get(monitor, untuned["mean"].get(monitor, float("nan")))
+        tuned = ",".join(str(f) for f in cv["tuned_folds"])
+        click.echo(f"CV {monitor} of the folds comp tune did not score on ({len(untuned['folds'])}, "
+                   f"pooled OOF): {part:.4f} (fold {tuned} chose the hyperparameters)")
 
 
 def _write_report(name: str) -> None:
