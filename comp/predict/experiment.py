@@ -9,6 +9,7 @@ import numpy as np
 
 from comp.competition import Competition
 from comp.errors import SubmitError
+from comp.predict.ensemble import merge_probs
 from comp.predict.inference import InferenceSettings, predict_merged, predict_view_logits
 from comp.predict.runs import Experiment
 from comp.predict.tta import View
@@ -52,6 +53,20 @@ def predict_test(exp: Experiment, test_paths: Sequence[Path], views: Sequence[Vi
     mean, std = _norm(exp)
     weights = member_weights(exp, full_weight)
     return predict_merged(models, loader, views, mode, settings, mean, std, weights)
+
+
+def predict_blend(experiments: Sequence[Experiment], test_paths: Sequence[Path], views: Sequence[View], mode: str,
+                  weights: Sequence[float], settings: InferenceSettings, cache_dir: Path,
+                  full_weight: float | None = None) -> np.ndarray:
+    """Test probabilities (N, K) of a blend: each experiment through :func:`predict_test`, then merged
+    across experiments with ``mode`` and ``weights`` (one experiment: its probabilities as they are).
+
+    ``comp submit`` and ``comp predict`` (an exported bundle) both call this, so both write the same numbers.
+    """
+    per_exp = [predict_test(e, test_paths, views, mode, settings, cache_dir, full_weight) for e in experiments]
+    if len(per_exp) == 1:
+        return per_exp[0]
+    return merge_probs(np.stack(per_exp), mode, list(weights)).double().numpy()
 
 
 def member_weights(exp: Experiment, full_weight: float | None) -> list[float] | None:

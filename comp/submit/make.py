@@ -81,6 +81,31 @@ class _Context:
     settings: object
 
 
+@dataclass
+class SubmitPlan:
+    """Every choice ``comp submit`` makes before it reads a test image (made on the OOF predictions).
+
+    ``comp submit`` predicts the test set under it; ``comp export`` freezes it into a bundle.
+
+    Attributes:
+        ctx: The loaded experiments, sample format, blend weights and inference settings.
+        policy: The TTA policy (``--tta auto`` resolved).
+        merge: The merge mode of views, members and experiments.
+        views: The policy's views.
+        auto_table: The ``--tta auto`` table, or None.
+        cut: The ``--ordinal`` cut-points (cross-fitted on the OOF), or None.
+        oof: The OOF predictions scored as the submission file will be.
+    """
+
+    ctx: _Context
+    policy: str
+    merge: str
+    views: list
+    auto_table: list[PolicyScore] | None
+    cut: CutPoints | None
+    oof: dict[str, float]
+
+
 def _load(cfg: Config, request: SubmitRequest, settings, runs_dir: Path) -> _Context:
     from comp.competition import load_competition
     from comp.predict.runs import check_classes, load_experiment
@@ -119,12 +144,11 @@ def _oof_probs(ctx: _Context, views: list, mode: str) -> np.ndarray:
 
 
 def _test_probs(ctx: _Context, views: list, mode: str) -> tuple[list[str], np.ndarray]:
-    from comp.predict.experiment import predict_test
+    from comp.predict.experiment import predict_blend
 
     table = ctx.comp.test_table()
-    per_exp = [predict_test(e, table["path"].tolist(), views, mode, ctx.settings, ctx.cfg.data.cache_dir,
-                            ctx.cfg.submit.full_weight) for e in ctx.experiments]
-    probs = per_exp[0] if len(per_exp) == 1 else merge_probs(np.stack(per_exp), mode, ctx.weights).double().numpy()
+    probs = predict_blend(ctx.experiments, table["path"].tolist(), views, mode, ctx.weights, ctx.settings,
+                          ctx.cfg.data.cache_dir, ctx.cfg.submit.full_weight)
     return [str(i) for i in table["id"]], probs
 
 
@@ -139,6 +163,32 @@ def _choose_policy(ctx: _Context, request: SubmitRequest, y: np.ndarray):
     best = table[0]
     columns = [candidates.index(v) for v in parse_tta(best.policy)]
     return best.policy, best.merge, table, blend_oof(logits, columns, best.merge, ctx.weights)
+
+
+def _settings(cfg: Config, settings):
+    if settings is not None:
+        return settings
+    from comp.predict.inference import resolve_settings
+
+    return resolve_settings(cfg.train.device, cfg.train.amp, cfg.submit.batch_size, cfg.data.num_workers,
+                            cfg.train.channels_last)
+
+
+def plan_submission(cfg: Config, request: SubmitRequest, settings=None, runs_dir: Path = Path("runs")) -> SubmitPlan:
+    """Load the experiments and make every choice on their OOF predictions (TTA, merge, cut-points).
+
+    The caller holds the experiments' shared locks (:func:`comp.lock.experiment_lock`).
+
+    Raises:
+        CompError: Missing or inconsistent runs, or a sample submission the classes do not fit.
+    """
+    ctx = _load(cfg, request, _settings(cfg, settings), runs_dir)
+    y = ctx.comp.train["target"].to_numpy()
+    policy, mode, table, oof = _choose_policy(ctx, request, y)
+    views = parse_tta(policy)
+    oof, cut = _oof_and_cutpoints(ctx, request, views, mode, oof, y)
+    oof_labels = None if cut is None else cut.oof_pred  # each held-out fold cut by points fitted on the others
+    return SubmitPlan(ctx, policy, mode, views, table, cut, _oof_metrics(ctx.fmt, oof, y, oof_labels))
 
 
 def make_submission(cfg: Config, request: SubmitRequest, settings=None, out_dir: Path = SUBMISSIONS_DIR,
@@ -160,40 +210,39 @@ def make_submission(cfg: Config, request: SubmitRequest, settings=None, out_dir:
             submission that fails validation (nothing is written then).
     """
     start = time.perf_counter()
-    if settings is None:
-        from comp.predict.inference import resolve_settings
-
-        settings = resolve_settings(cfg.train.device, cfg.train.amp, cfg.submit.batch_size, cfg.data.num_workers,
-                                    cfg.train.channels_last)
     with contextlib.ExitStack() as held:  # read no run while comp train writes it
         for name in dict.fromkeys(request.experiments):
             held.enter_context(experiment_lock(Path(runs_dir) / name, shared=True))
-        result = _make(cfg, request, settings, out_dir, runs_dir)
+        plan = plan_submission(cfg, request, settings, runs_dir)
+        result = _write(plan, request, out_dir)
     result.seconds = time.perf_counter() - start
     return result
 
 
-def _make(cfg: Config, request: SubmitRequest, settings, out_dir: Path, runs_dir: Path) -> SubmitResult:
-    ctx = _load(cfg, request, settings, runs_dir)
-    y = ctx.comp.train["target"].to_numpy()
-    policy, mode, table, oof = _choose_policy(ctx, request, y)
-    views = parse_tta(policy)
-    ids, probs = _test_probs(ctx, views, mode)
+def _write(plan: SubmitPlan, request: SubmitRequest, out_dir: Path) -> SubmitResult:
+    ctx = plan.ctx
+    ids, probs = _test_probs(ctx, plan.views, plan.merge)
     _check_finite(probs, ids, "test")
-    oof = _oof_probs(ctx, views, mode) if oof is None else oof  # the OOF twin of what is written
-    _check_finite(oof, ctx.comp.train["id"].tolist(), "OOF")
-    labels, oof_labels, cut = None, None, None
-    if request.ordinal:
-        cut = crossfit_cutpoints(oof, y, ctx.experiments[0].folds.frame["fold"].to_numpy())
-        labels = apply_cutpoints(expected_grade(probs), cut.thresholds)
-        oof_labels = cut.oof_pred  # each held-out fold cut by points fitted on the other folds
-    result, texts = _render(ctx, request, ids, probs, labels, views, out_dir)
-    result.policy, result.merge, result.auto_table, result.cutpoints = policy, mode, table, cut
+    labels = None if plan.cut is None else apply_cutpoints(expected_grade(probs), plan.cut.thresholds)
+    result, texts = _render(ctx, request, ids, probs, labels, plan.views, out_dir)
+    result.policy, result.merge, result.auto_table = plan.policy, plan.merge, plan.auto_table
+    result.cutpoints = plan.cut
     result.target = f"{ctx.fmt.kind} ({ctx.fmt.reason})"
-    result.oof = _oof_metrics(ctx.fmt, oof, y, oof_labels)
+    result.oof = plan.oof
     texts[result.meta] = _meta_text(result, ctx, request)
     atomic_write_texts(texts)  # the file, its -probs.csv and its .json change together or not at all
     return result
+
+
+def _oof_and_cutpoints(ctx: _Context, request: SubmitRequest, views: list, mode: str, oof: np.ndarray | None,
+                       y: np.ndarray) -> tuple[np.ndarray, CutPoints | None]:
+    """The OOF twin of what is written (predicted unless ``--tta auto`` already did) and, with
+    ``--ordinal``, the cut-points cross-fitted on it."""
+    oof = _oof_probs(ctx, views, mode) if oof is None else oof
+    _check_finite(oof, ctx.comp.train["id"].tolist(), "OOF")
+    if not request.ordinal:
+        return oof, None
+    return oof, crossfit_cutpoints(oof, y, ctx.experiments[0].folds.frame["fold"].to_numpy())
 
 
 def _check_finite(probs: np.ndarray, ids: list[str], what: str) -> None:
