@@ -35,3 +35,7 @@ class TrainError(CompError):
 
 class SubmitError(CompError):
     """A submission is invalid or cannot be produced."""
+
+
+class BundleError(CompError):
+    """An exported bundle is incomplete, altered, of another format, or does not fit the test data."""

@@ -19,4 +19,4 @@ def main() -> None:
 
 
 # Imported for their side effect of adding their commands to `main` (they import only click at the top).
-from comp.cli import data, folds, init, models, report, submit, train, tune  # noqa: E402, F401
+from comp.cli import data, export, folds, init, models, report, submit, train, tune  # noqa: E402, F401

@@ -69,22 +69,54 @@ def _print_result(result, monitor: str) -> None:
                f"merge {result.merge}, {result.seconds:.1f}s; probabilities in {result.probs}")
 
 
+def choice_options(func):
+    """The options that say what to submit: shared by ``comp submit`` and ``comp export``."""
+    options = [
+        click.argument("experiments", nargs=-1),
+        click.option("--tta", is_flag=False, flag_value="auto", default=None, metavar="POLICY",
+                     help="none, hflip, vflip, hvflip, d4, scale:0.9,1.0,1.1 (combine with +), or auto "
+                          "(chosen on OOF; a bare --tta means auto). Default: submit.tta."),
+        click.option("--merge", type=click.Choice(MERGES), default=None,
+                     help="How views, folds and experiments are merged (default: submit.merge)."),
+        click.option("--weights", default=None, metavar="W1,W2,...", help="Blend weights, one per experiment."),
+        click.option("--use-full/--no-use-full", default=None, help="Add the full/ model (default: submit.use_full)."),
+        click.option("--ordinal/--no-ordinal", default=None,
+                     help="Labels from QWK cut-points tuned on the OOF expected grade. Default: submit.ordinal."),
+        click.option("--batch-size", type=click.IntRange(1), default=None, help="Default: submit.batch_size."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def submit_request(cfg, experiments, tta, merge, weights, use_full, ordinal, batch_size):
+    """The :class:`comp.submit.make.SubmitRequest` of the choice options over the ``submit:`` config."""
+    import torch
+
+    from comp.predict.ensemble import parse_weights
+    from comp.submit.make import SubmitRequest
+
+    names = list(experiments) or [cfg.name]
+    tta = tta or cfg.submit.tta
+    _check_tta(tta)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    if batch_size:
+        cfg.submit.batch_size = batch_size
+    return SubmitRequest(
+        experiments=names, tta=tta, merge=merge or cfg.submit.merge,
+        weights=parse_weights(weights, len(names)) if weights else None,
+        use_full=cfg.submit.use_full if use_full is None else use_full,
+        ordinal=cfg.submit.ordinal if ordinal is None else ordinal,
+    )
+
+
 @main.command()
-@click.argument("experiments", nargs=-1)
-@click.option("--tta", is_flag=False, flag_value="auto", default=None, metavar="POLICY",
-              help="none, hflip, vflip, hvflip, d4, scale:0.9,1.0,1.1 (combine with +), or auto "
-                   "(chosen on OOF; a bare --tta means auto). Default: submit.tta.")
-@click.option("--merge", type=click.Choice(MERGES), default=None,
-              help="How views, folds and experiments are merged (default: submit.merge).")
-@click.option("--weights", default=None, metavar="W1,W2,...", help="Blend weights, one per experiment.")
-@click.option("--use-full/--no-use-full", default=None, help="Add the full/ model (default: submit.use_full).")
-@click.option("--ordinal/--no-ordinal", default=None,
-              help="Labels from QWK cut-points tuned on the OOF expected grade. Default: submit.ordinal.")
-@click.option("--batch-size", type=click.IntRange(1), default=None, help="Default: submit.batch_size.")
+@choice_options
 @click.option("--check", "check_path", type=click.Path(path_type=Path), default=None, metavar="FILE",
               help="Only check FILE against sample_submission.csv (exit 0 ok, 2 with the first problem).")
 @config_options
-def submit(cfg, experiments, tta, merge, weights, use_full, ordinal, batch_size, check_path) -> None:
+def submit(cfg, check_path, **choices) -> None:
     """Predict the test set with every fold model of EXPERIMENTS (default: the config's name) and
     write submissions/<exp>[-tta].csv in the shape of sample_submission.csv.
     """
@@ -94,25 +126,9 @@ def submit(cfg, experiments, tta, merge, weights, use_full, ordinal, batch_size,
         check_file(check_path, _sample_format(cfg))
         click.echo("ok")
         return
-    import torch
+    from comp.submit.make import make_submission
 
-    from comp.predict.ensemble import parse_weights
-    from comp.submit.make import SubmitRequest, make_submission
-
-    names = list(experiments) or [cfg.name]
-    tta = tta or cfg.submit.tta
-    _check_tta(tta)
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-    if batch_size:
-        cfg.submit.batch_size = batch_size
-    request = SubmitRequest(
-        experiments=names, tta=tta, merge=merge or cfg.submit.merge,
-        weights=parse_weights(weights, len(names)) if weights else None,
-        use_full=cfg.submit.use_full if use_full is None else use_full,
-        ordinal=cfg.submit.ordinal if ordinal is None else ordinal,
-    )
-    _print_result(make_submission(cfg, request), cfg.train.monitor)
+    _print_result(make_submission(cfg, submit_request(cfg, **choices)), cfg.train.monitor)
 
 
 @main.command()

@@ -222,7 +222,7 @@ def make_submission(cfg: Config, request: SubmitRequest, settings=None, out_dir:
 def _write(plan: SubmitPlan, request: SubmitRequest, out_dir: Path) -> SubmitResult:
     ctx = plan.ctx
     ids, probs = _test_probs(ctx, plan.views, plan.merge)
-    _check_finite(probs, ids, "test")
+    check_finite(probs, ids, "test")
     labels = None if plan.cut is None else apply_cutpoints(expected_grade(probs), plan.cut.thresholds)
     result, texts = _render(ctx, request, ids, probs, labels, plan.views, out_dir)
     result.policy, result.merge, result.auto_table = plan.policy, plan.merge, plan.auto_table
@@ -239,13 +239,13 @@ def _oof_and_cutpoints(ctx: _Context, request: SubmitRequest, views: list, mode:
     """The OOF twin of what is written (predicted unless ``--tta auto`` already did) and, with
     ``--ordinal``, the cut-points cross-fitted on it."""
     oof = _oof_probs(ctx, views, mode) if oof is None else oof
-    _check_finite(oof, ctx.comp.train["id"].tolist(), "OOF")
+    check_finite(oof, ctx.comp.train["id"].tolist(), "OOF")
     if not request.ordinal:
         return oof, None
     return oof, crossfit_cutpoints(oof, y, ctx.experiments[0].folds.frame["fold"].to_numpy())
 
 
-def _check_finite(probs: np.ndarray, ids: list[str], what: str) -> None:
+def check_finite(probs: np.ndarray, ids: list[str], what: str) -> None:
     """Refuse NaN or inf probabilities (their argmax would be a confident class 0)."""
     bad = ~np.isfinite(probs).all(axis=1)
     if bad.any():

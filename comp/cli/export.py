@@ -1,0 +1,62 @@
+"""``comp export`` and ``comp predict``: an offline bundle for a Kaggle code competition, and running it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from comp.cli import main
+from comp.cli.common import config_options
+from comp.cli.submit import choice_options, submit_request
+
+
+@main.command()
+@choice_options
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder to write the bundle to (new, empty, or an earlier bundle, which is replaced).")
+@config_options
+def export(cfg, out, **choices) -> None:
+    """Freeze what `comp submit` would choose (TTA, merge, weights, cut-points) with every member's
+    weights and a wheel of comp into OUT, for `comp predict` in an offline notebook.
+    """
+    from comp.bundle import export_bundle
+
+    result = export_bundle(cfg, submit_request(cfg, **choices), out)
+    plan = result.plan
+    if plan.cut is not None:
+        click.echo(plan.cut.note)
+    scores = ", ".join(f"{k} {v:.4f}" for k, v in plan.oof.items())
+    click.echo(f"TTA {plan.policy} ({len(plan.views)} views), merge {plan.merge}; OOF {scores}")
+    click.echo(f"{out}: {result.files} files, {result.bytes / 1e6:.1f} MB, {result.seconds:.1f}s; "
+               f"see {out}/README.md for the two notebook lines")
+
+
+@main.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--test-dir", type=click.Path(path_type=Path), required=True, help="Folder of the test images.")
+@click.option("--sample", type=click.Path(path_type=Path), required=True,
+              help="The competition's sample_submission.csv (ids in order, columns).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("submission.csv"),
+              show_default=True, help="Submission file to write.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--amp", type=click.Choice(["auto", "bf16", "fp16", "off"]), default="auto", show_default=True,
+              help="Mixed precision on CUDA (auto: bf16 where supported, else fp16).")
+@click.option("--batch-size", type=click.IntRange(1), default=None, help="Default: the exported submit.batch_size.")
+@click.option("--num-workers", default="auto", show_default=True, help="DataLoader workers (auto or a number).")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Keep decoded test images here (default: a temp folder, removed afterwards).")
+def predict(bundle, test_dir, sample, out, device, amp, batch_size, num_workers, cache_dir) -> None:
+    """Write the submission for SAMPLE's test images with the exported BUNDLE: no training data,
+    no runs/ folder, no network.
+    """
+    from comp.bundle.predict import load_plan, predict_bundle
+    from comp.predict.inference import resolve_settings
+
+    workers = num_workers if num_workers == "auto" else int(num_workers)
+    size = batch_size or load_plan(bundle)[0]["batch_size"]
+    settings = resolve_settings(device, amp, size, workers)
+    result = predict_bundle(bundle, test_dir, sample, out, settings, cache_dir, log=click.echo)
+    per_image = 1000 * result.seconds / max(result.rows, 1)
+    click.echo(f"{result.out} written: {result.rows} rows ({result.kind}), {result.seconds:.1f}s "
+               f"({per_image:.1f} ms/image)")
