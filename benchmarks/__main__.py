@@ -18,6 +18,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from comp.data.prebuild import usable_cores
+
 DEFAULT_OUT = Path("bench-out/bench.json")
 DEFAULT_CACHE = Path(".cache/bench")
 
@@ -40,13 +42,6 @@ class Plan:
     def quick(cls) -> Plan:
         return cls(step_reps=2, step_warmup=1, min_rep_s=0.05, peak_reps=3, peak_n=1024, epochs=2, plain_epochs=1,
                    infer_reps=1)
-
-
-def usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -133,7 +133,7 @@ class TrainConfig(Section):
     compile: bool = False
     channels_last: bool = True
     seed: int = 0
-    threads: int | None = Field(None, ge=1)
+    threads: Annotated[int, Field(ge=1)] | Literal["auto"] | None = "auto"
     full_epochs: int | None = Field(None, ge=1)
 
     @field_validator("warmup_epochs")
