@@ -94,6 +94,9 @@ def test_auto_threads_leave_a_core_per_loader_worker(monkeypatch):
     import comp.data.prebuild as prebuild
 
     monkeypatch.setattr(prebuild, "usable_cores", lambda: 16)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert resolve_threads("auto", 0) is None  # torch's default reads OMP_NUM_THREADS: the user's choice stands
+    monkeypatch.delenv("OMP_NUM_THREADS")
     assert resolve_threads("auto", 0) == 16
     assert resolve_threads("auto", 6) == 10
     assert resolve_threads("auto", 40) == 1

@@ -98,10 +98,13 @@ def resolve_threads(setting: int | str | None, workers: int = 0) -> int | None:
     """Intra-op threads for ``train.threads``: a count as is; None leaves torch's default.
 
     ``"auto"``: the usable cores less one per DataLoader worker process (at least 1), so the
-    workers and the model step do not fight over the same cores.
+    workers and the model step do not fight over the same cores; but None (torch's default, which
+    reads it) where ``OMP_NUM_THREADS`` is set: the user or the launcher (torchrun) chose already.
     """
     if setting is None or isinstance(setting, int):
         return setting
+    if os.environ.get("OMP_NUM_THREADS"):
+        return None
     from comp.data.prebuild import usable_cores
 
     return max(1, usable_cores() - max(0, workers))
