@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m benchmarks                                  # both workloads, all figures
+    python -m benchmarks                                  # the three workloads, all figures
     python -m benchmarks --quick                          # tiny settings: a smoke test
     python -m benchmarks --compare bench-out/old.json     # and each figure's change
     python -m benchmarks --workloads large --threads 2 --out bench-out/large.json
@@ -58,7 +58,8 @@ class OneLineParser(argparse.ArgumentParser):
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = OneLineParser(prog="python -m benchmarks", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workloads", default="small,large", help="comma list of small, large (default: both)")
+    parser.add_argument("--workloads", default="small,large,fundus",
+                        help="comma list of small, large, fundus (default: all three)")
     parser.add_argument("--models", default="resnet18,resnet50",
                         help="model-step comparisons with timm; the first one is trained end to end")
     parser.add_argument("--threads", type=int, default=usable_cores(), help="torch threads (default: usable cores)")

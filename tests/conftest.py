@@ -43,6 +43,22 @@ def write_image(path: Path, value: int, size: int = 16, channels: int = 3, seed:
 
 
 @pytest.fixture
+def decodes(monkeypatch):
+    """Count calls of the decoder the cache uses."""
+    import comp.data.cache as cache_mod
+    from comp.data.images import read_image
+
+    calls: list[Path] = []
+
+    def counting(path, channels):
+        calls.append(Path(path))
+        return read_image(path, channels)
+
+    monkeypatch.setattr(cache_mod, "read_image", counting)
+    return calls
+
+
+@pytest.fixture
 def make_competition(tmp_path):
     """Factory: ``make_competition(counts={"a": 6, "b": 4}, ext="png", groups=None, n_test=5)`` -> root.
 

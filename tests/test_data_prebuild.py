@@ -8,11 +8,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-import comp.data.cache as cache_mod
 from comp.cli import main
 from comp.cli.common import progress_bar
 from comp.data.cache import ImageCache
-from comp.data.images import read_image
 from comp.data.prebuild import build_cache, missing, usable_cores
 from comp.errors import DataError
 from comp.train.device import resolve_threads
@@ -25,18 +23,6 @@ def images(tmp_path) -> list[Path]:
     for i, path in enumerate(paths):
         write_image(path, 20 * i, size=24, seed=i)
     return paths
-
-
-@pytest.fixture
-def decodes(monkeypatch):
-    calls: list[Path] = []
-
-    def counting(path, channels):
-        calls.append(Path(path))
-        return read_image(path, channels)
-
-    monkeypatch.setattr(cache_mod, "read_image", counting)
-    return calls
 
 
 def test_builds_only_the_missing_entries_once_each(tmp_path, images, decodes):
