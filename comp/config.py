@@ -7,7 +7,6 @@ and wrong types name the key, the value and the expected type.
 from __future__ import annotations
 
 import difflib
-import hashlib
 import json
 import os
 import re
@@ -196,18 +195,9 @@ class Config(Section):
         """Plain JSON-able dict (paths as strings, tuples as lists)."""
         return json.loads(self.model_dump_json())
 
-    def hash(self) -> str:
-        """Short content hash of the resolved config (stable across key order)."""
-        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
-
     @property
     def run_dir(self) -> Path:
         return Path("runs") / self.name
-
-    @property
-    def folds_path(self) -> Path:
-        return Path("folds") / f"{self.folds.name}.csv"
 
 
 def _valid_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
