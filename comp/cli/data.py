@@ -53,19 +53,17 @@ def cache(cfg, threads) -> None:
     Uses every core (OpenCV decodes outside the GIL); an interrupted build keeps what it finished and
     the next one goes on from there. comp train and comp submit do the same for what is missing."""
     from comp.competition import load_competition
-    from comp.data import ImageCache
     from comp.data.prebuild import build_cache
     from comp.train.loaders import train_cache
 
     comp = load_competition(cfg.data)
-    store = train_cache(cfg, comp)
+    store = train_cache(cfg, comp)  # the test images are predicted at the training size and settings too
     sets = [("train", list(comp.train["path"]))]
     if (comp.root / (cfg.data.test_csv or cfg.data.sample_submission)).is_file():
         sets.append(("test", list(comp.test_table()["path"])))
     try:
         for what, paths in sets:
-            built = build_cache(ImageCache(store.cache_dir, store.size, store.channels), paths, threads,
-                                progress_bar(f"{what} images"))
+            built = build_cache(store, paths, threads, progress_bar(f"{what} images"))
             click.echo(built.summary(f"{what} images"))
     except KeyboardInterrupt:
         click.echo("\ninterrupted: the images decoded so far stay cached; run comp data cache again to go on",
