@@ -208,3 +208,17 @@ def test_real_mode_sets_gpu_sizes_but_explicit_options_win():
     args = bench.parse_args(["--real", "--batch-size", "64"])
     assert (args.models, args.image_size, args.batch_size, args.workloads, args.compile) == (
         "resnet50", 224, 64, ["fundus"], "both")
+
+
+@pytest.mark.slow
+def test_real_mode_runs_on_the_cpu_with_tiny_settings(tmp_path, tiny_workloads, keep_threads):
+    out = tmp_path / "real.json"
+    args = bench.parse_args(["--real", "--quick", "--models", "resnet18", "--batch-size", "4", "--image-size", "32",
+                             "--compile", "off",
+                             "--threads", "2", "--device", "cpu", "--cache-dir", str(tmp_path / "cache"),
+                             "--out", str(out)])
+    bench.run(args, log=lambda line: None)
+    saved = json.loads(out.read_text())
+    assert list(saved["model_step"]) == ["resnet18"] and list(saved["workloads"]) == ["fundus"]  # explicit wins
+    assert saved["meta"]["real"] and saved["workloads"]["fundus"]["image_size"] == 32
+    assert saved["workloads"]["fundus"]["train"]["later_epochs"]["median"] > 0
