@@ -92,7 +92,7 @@ class ModelConfig(Section):
     """Architecture: one of ours (``resnet50``, ``vgg19_bn``) or ``timm:<name>``."""
 
     name: str = "resnet18"
-    pretrained: str | None = None  # a local weights file, or "timm-cache"
+    pretrained: str | None = None  # imagenet, a timm tag (resnet50.a1_in1k), a local weights file, or timm-cache
     activation: Literal["relu", "leaky_relu", "silu", "gelu"] = "relu"
     # None: the architecture's own default (VGG 0.5 as torchvision, ResNets 0, a timm model timm's)
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] | None = None
