@@ -86,8 +86,9 @@ def _pretrained_cfg(cfg_model: ModelConfig):
 def create_model(cfg_model: ModelConfig, num_classes: int, in_chans: int) -> nn.Module:
     """Build the model a config asks for, and load its pretrained weights if any.
 
-    Ours take ``activation`` and ``dropout`` (ResNets also ``zero_init_last``); a ``timm:`` model takes
-    ``dropout`` (timm's ``drop_rate``) and, when it is not ``relu``, ``activation`` (timm's ``act_layer``),
+    Ours take ``activation`` and ``dropout`` (ResNets also ``zero_init_last`` and ``drop_path``); a ``timm:``
+    model takes ``dropout`` (timm's ``drop_rate``), ``drop_path`` (``drop_path_rate``) and, when it is not
+    ``relu``, ``activation`` (timm's ``act_layer``),
     and keeps timm's own init.
 
     Args:
@@ -113,6 +114,10 @@ def create_model(cfg_model: ModelConfig, num_classes: int, in_chans: int) -> nn.
             kwargs["drop_rate"] = cfg_model.dropout
         if name.startswith("resnet"):
             kwargs["zero_init_last"] = cfg_model.zero_init_last
+            kwargs["drop_path_rate"] = cfg_model.drop_path
+        elif cfg_model.drop_path:
+            raise ModelError(f"model.drop_path={cfg_model.drop_path}: {name} has no residual branches to drop; "
+                             "set model.drop_path=0 or use a resnet")
         model = MODELS[name](**kwargs)
     if cfg_model.pretrained:
         from comp.models.pretrained import load_pretrained
@@ -133,10 +138,12 @@ def _create_timm(arch: str, cfg_model: ModelConfig, num_classes: int, in_chans: 
         kwargs["drop_rate"] = cfg_model.dropout
     if cfg_model.activation != "relu":
         kwargs["act_layer"] = cfg_model.activation
+    if cfg_model.drop_path:
+        kwargs["drop_path_rate"] = cfg_model.drop_path
     try:
         return timm.create_model(arch, **kwargs)
     except TypeError as exc:
         raise ModelError(
-            f"model.name={TIMM_PREFIX}{arch} does not accept model.activation/model.dropout ({exc}); "
-            "leave them at relu / null for this model"
+            f"model.name={TIMM_PREFIX}{arch} does not accept model.activation/dropout/drop_path ({exc}); "
+            "leave them at relu / null / 0 for this model"
         ) from None
