@@ -335,3 +335,18 @@ def test_hub_online_download_goes_through_timm(hub_cache, monkeypatch, sources, 
     monkeypatch.setattr(timm_hub, "hf_hub_download", download)
     create_model(ModelConfig(name="resnet18", pretrained="imagenet"), 1000, 3)
     assert calls == [("timm/resnet18.a1_in1k", "model.safetensors", str(hub_cache), False)]
+
+
+def test_train_offline_without_cache_is_one_line_exit_2(tiny_project, hub_cache, no_network):
+    from click.testing import CliRunner
+
+    from comp.cli import main
+
+    project = tiny_project()
+    path = project["config"](model={"name": "resnet18", "pretrained": "imagenet"})
+    result = CliRunner().invoke(main, ["train", "--config", str(path), "--fold", "0", "--no-report"])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.output
+    assert "models--timm--resnet18.a1_in1k" in lines[0] and str(hub_cache) in lines[0]
+    assert not list((project["dir"] / "runs").glob("exp/fold0/*.pt"))
