@@ -93,3 +93,14 @@ def test_frozen_backbone_trains_only_the_head(name, head):
     _step(model, optimizer)
     assert not torch.equal(dict(model.named_parameters())["features.0.weight" if "vgg" in name else "conv1.weight"],
                            before["features.0.weight" if "vgg" in name else "conv1.weight"])
+
+
+def test_freeze_settings_that_defeat_themselves_are_warned():
+    from comp.config import Config
+    from comp.train.checks import setting_warnings
+
+    probe = Config(model={"pretrained": "imagenet"}, train={"epochs": 2, "freeze_epochs": 2})
+    assert any("only the classifier ever trains" in line for line in setting_warnings(probe, 100))
+    random_backbone = Config(train={"epochs": 5, "freeze_epochs": 1})
+    assert any("freezes a random backbone" in line for line in setting_warnings(random_backbone, 100))
+    assert not setting_warnings(Config(model={"pretrained": "imagenet"}, train={"epochs": 5, "freeze_epochs": 1}), 100)
