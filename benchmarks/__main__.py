@@ -2,10 +2,11 @@
 
 Usage::
 
-    python -m benchmarks                                  # both workloads, all figures
+    python -m benchmarks                                  # the three workloads, all figures
     python -m benchmarks --quick                          # tiny settings: a smoke test
     python -m benchmarks --compare bench-out/old.json     # and each figure's change
     python -m benchmarks --workloads large --threads 2 --out bench-out/large.json
+    python -m benchmarks --real                           # GPU sizes: resnet50, 224 px, batch 128, fundus, compile
 """
 
 from __future__ import annotations
@@ -18,7 +19,11 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from comp.data.prebuild import usable_cores
+
 DEFAULT_OUT = Path("bench-out/bench.json")
+# --real: the sizes people train at on a GPU (bf16 autocast and channels_last are the defaults there)
+REAL = {"models": "resnet50", "image_size": 224, "batch_size": 128, "workloads": "fundus", "compile": "both"}
 DEFAULT_CACHE = Path(".cache/bench")
 
 
@@ -30,7 +35,7 @@ class Plan:
     step_warmup: int = 2
     min_rep_s: float = 0.5  # fast (GPU) steps are timed in groups lasting at least this long
     peak_reps: int = 10
-    peak_n: int = 2048  # matmul side on the CPU; 4x on CUDA
+    peak_sizes: tuple[int, ...] = (1024, 2048, 3072)  # matmul sides on the CPU (the best is the peak); 4x on CUDA
     epochs: int = 4  # comp train: epoch 1 builds the cache, the rest are "later epochs" (3 samples)
     plain_epochs: int = 2  # per worker setting: a spread for the plain loop too
     plain_workers: tuple[int, ...] = (0, 2)
@@ -38,15 +43,9 @@ class Plan:
 
     @classmethod
     def quick(cls) -> Plan:
-        return cls(step_reps=2, step_warmup=1, min_rep_s=0.05, peak_reps=3, peak_n=1024, epochs=2, plain_epochs=1,
+        return cls(step_reps=2, step_warmup=1, min_rep_s=0.05, peak_reps=3, peak_sizes=(512, 1024), epochs=2,
+                   plain_epochs=1,
                    infer_reps=1)
-
-
-def usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -59,7 +58,8 @@ class OneLineParser(argparse.ArgumentParser):
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = OneLineParser(prog="python -m benchmarks", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workloads", default="small,large", help="comma list of small, large (default: both)")
+    parser.add_argument("--workloads", default="small,large,fundus",
+                        help="comma list of small, large, fundus (default: all three)")
     parser.add_argument("--models", default="resnet18,resnet50",
                         help="model-step comparisons with timm; the first one is trained end to end")
     parser.add_argument("--threads", type=int, default=usable_cores(), help="torch threads (default: usable cores)")
@@ -71,12 +71,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--compare", type=Path, default=None, help="an earlier results JSON: print each change")
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE,
                         help=f"workloads and scratch runs (default {DEFAULT_CACHE})")
+    parser.add_argument("--compile", choices=("off", "on", "both"), default="off",
+                        help="comp train with train.compile off, on, or both (default off)")
+    parser.add_argument("--real", action="store_true",
+                        help="GPU sizes: " + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in REAL.items())
+                        + " (options given explicitly win)")
     parser.add_argument("--quick", action="store_true", help="few images and repetitions: a smoke test")
     args = parser.parse_args(argv)
+    if args.real:
+        for key, value in REAL.items():
+            if getattr(args, key) == parser.get_default(key):
+                setattr(args, key, value)
     if args.threads < 1 or args.batch_size < 1 or args.image_size < 8 or (args.epochs or 2) < 2:
         parser.error("--threads and --batch-size must be >= 1, --image-size >= 8, --epochs >= 2")
     from benchmarks import report, workloads
 
+    args.size_given = args.image_size != parser.get_default("image_size")  # else a workload may set its own
     args.workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
     unknown = [name for name in args.workloads if name not in workloads.SPECS]
     if unknown or not args.workloads:
@@ -110,9 +120,17 @@ def device_meta(device, threads: int) -> dict:
             "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
 
 
+def workload_size(name: str, args) -> int:
+    """The side workload ``name`` trains at: its own (``fundus``: 224) unless ``--image-size`` was given."""
+    from benchmarks import workloads
+
+    spec = workloads.get_spec(name, args.quick)
+    return spec.train_size if spec.train_size and not args.size_given else args.image_size
+
+
 def bench_workload(name: str, args, plan: Plan, runtime, step: dict, log) -> dict:
     """Every per-workload figure: comp train, the plain loop, inference, and the ratios between them."""
-    from benchmarks import pipelines, workloads
+    from benchmarks import decode, pipelines, workloads
     from comp.data import resolve_num_workers
 
     spec = workloads.get_spec(name, args.quick)
@@ -120,11 +138,21 @@ def bench_workload(name: str, args, plan: Plan, runtime, step: dict, log) -> dic
         f"({spec.min_side}-{spec.max_side} px), built once under {args.cache_dir}")
     root = workloads.ensure_workload(spec, args.cache_dir)
     work = (args.cache_dir / "work" / name).resolve()
-    cfg = pipelines.bench_config(name, root, work, args.models[0], args.image_size, args.batch_size,
-                                 args.epochs or plan.epochs, args.threads, args.device)
+    size = workload_size(name, args)
+    cfg = pipelines.bench_config(name, root, work, args.models[0], size, args.batch_size,
+                                 args.epochs or plan.epochs, args.threads, args.device, args.compile == "on")
     out: dict = {"data": workloads.describe(root, spec)}
+    out["image_size"] = size
+    log(f"[{name}] first pass: decoding the training images at {size} px, 4 ways")
+    out["cache_build"] = decode.measure_cache_build(sorted((root / "train").iterdir()), size, args.threads,
+                                                    work / "scratch")
     log(f"[{name}] comp train, {cfg.train.epochs} epochs from an empty cache")
     out["train"] = pipelines.run_comp_train_isolated(cfg, work)
+    if args.compile == "both":
+        log(f"[{name}] comp train with train.compile")
+        compiled = cfg.model_copy(deep=True)
+        compiled.train.compile = True
+        out["train_compiled"] = pipelines.run_comp_train_isolated(compiled, work)
     out["plain"] = {}
     for workers in sorted({*plan.plain_workers, resolve_num_workers("auto")}):  # and comp's own count
         log(f"[{name}] plain loop, num_workers={workers}")
@@ -136,8 +164,11 @@ def bench_workload(name: str, args, plan: Plan, runtime, step: dict, log) -> dic
     later = out["train"]["later_epochs"]["median"]
     out["ratios"] = {
         "train_vs_step": later / step["ours"]["median"],
+        **({"compiled_vs_step": out["train_compiled"]["later_epochs"]["median"] / step["ours"]["median"]}
+           if "train_compiled" in out else {}),
         "train_vs_plain": later / out["plain"]["best"],
         "first_epoch_vs_plain": out["train"]["first_epoch"] / out["plain"]["best"],
+        "cache_vs_opencv": out["cache_build"]["comp_all"] / out["cache_build"]["opencv_threads"],
     }
     return out
 
@@ -160,18 +191,32 @@ def run(args: argparse.Namespace, log=print) -> dict:
     results: dict = {"meta": {**device_meta(runtime.device, args.threads), "batch_size": args.batch_size,
                               "image_size": args.image_size, "quick": args.quick, "plan": asdict(plan),
                               "amp": str(runtime.amp_dtype).replace("torch.", "") if runtime.amp_dtype else "fp32",
-                              "channels_last": True, "command": " ".join(sys.argv)}}
-    n = plan.peak_n * (4 if runtime.device.type == "cuda" else 1)
-    log(f"device {results['meta']['device_name']} ({runtime.device}), {args.threads} threads; peak matmul {n}x{n}")
-    results["peak"] = measure.measure_peak(runtime.device, n, plan.peak_reps)
+                              "channels_last": True, "compile": args.compile, "real": args.real,
+                              "command": " ".join(sys.argv)}}
+    sizes = tuple(n * (4 if runtime.device.type == "cuda" else 1) for n in plan.peak_sizes)
+    log(f"device {results['meta']['device_name']} ({runtime.device}), {args.threads} threads; peak matmul of "
+        f"{', '.join(map(str, sizes))}")
+    results["peak"] = measure.measure_peak(runtime.device, sizes, plan.peak_reps)
+    if runtime.device.type == "cpu":
+        results["peak_theoretical"] = measure.theoretical_peak(args.threads)
     results["model_step"] = {}
     for model in args.models:
         log(f"model step: {model} ours vs timm, batch {args.batch_size} at {args.image_size}px")
         results["model_step"][model] = measure.measure_model_step(
             model, args.batch_size, args.image_size, len(workloads.CLASS_FRACTIONS), runtime, plan.step_reps,
             plan.step_warmup, plan.min_rep_s, results["peak"]["median"])
-    step = results["model_step"][args.models[0]]
-    results["workloads"] = {name: bench_workload(name, args, plan, runtime, step, log) for name in names}
+    steps = {args.image_size: results["model_step"][args.models[0]]}
+    for size in sorted({workload_size(name, args) for name in names} - set(steps)):  # e.g. fundus at 224 px
+        log(f"model step: {args.models[0]} ours vs timm, batch {args.batch_size} at {size}px")
+        steps[size] = results["model_step"][f"{args.models[0]}@{size}px"] = measure.measure_model_step(
+            args.models[0], args.batch_size, size, len(workloads.CLASS_FRACTIONS), runtime, plan.step_reps,
+            plan.step_warmup, plan.min_rep_s, results["peak"]["median"])
+    results["workloads"] = {name: bench_workload(name, args, plan, runtime, steps[workload_size(name, args)], log)
+                            for name in names}
+    theory = (results.get("peak_theoretical") or {}).get("gflops")
+    for figures in results["model_step"].values():
+        figures["mfu_theoretical"] = {k: v * results["peak"]["median"] / theory for k, v in figures["mfu"].items()
+                                      } if theory else None
     results["meta"]["seconds"] = round(time.perf_counter() - started, 1)
     results["targets"] = report.evaluate_targets(results)
     if old is not None:

@@ -19,7 +19,6 @@ import torch
 from torch import nn
 
 from comp.config import ModelConfig, TrainConfig
-from comp.models.check import model_complexity
 from comp.models.factory import create_model
 from comp.train.device import Runtime
 from comp.train.optim import create_optimizer
@@ -63,18 +62,29 @@ def peak_dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
-def measure_peak(device: torch.device, n: int, reps: int, min_rep_s: float = 0.2) -> dict:
-    """The device's matmul throughput: an ``n x n`` by ``n x n`` product, in GFLOP/s.
+def measure_peak(device: torch.device, sizes: int | tuple[int, ...], reps: int, min_rep_s: float = 0.2) -> dict:
+    """The device's best matmul throughput over several sizes, in GFLOP/s.
+
+    One size alone is not the ceiling (a 2048 product measured 190 GFLOP/s on a CPU whose ResNet18
+    step then read 101% "MFU"): each ``n x n`` product is measured and the best median is the peak.
 
     Args:
         device: Where to multiply.
-        n: Matrix side (large enough to reach the peak: 2048 on a CPU, 8192 on a GPU).
-        reps: Timed repetitions (after two untimed products).
+        sizes: Matrix sides (e.g. 1024, 2048, 3072 on a CPU; 4x on a GPU).
+        reps: Timed repetitions per size (after two untimed products).
         min_rep_s: Shortest repetition; fast products are grouped to reach it.
 
     Returns:
-        :func:`summarize` of the GFLOP/s per repetition, plus ``dtype`` and ``n``.
+        :func:`summarize` of the GFLOP/s of the best size, plus ``dtype``, ``n`` (that size) and
+        ``by_size`` (each size's median).
     """
+    by_size = {n: _matmul_rate(device, n, reps, min_rep_s) for n in ((sizes,) if isinstance(sizes, int) else sizes)}
+    best = max(by_size, key=lambda n: by_size[n]["median"])
+    return {**by_size[best], "n": best, "by_size": {str(n): stat["median"] for n, stat in by_size.items()}}
+
+
+def _matmul_rate(device: torch.device, n: int, reps: int, min_rep_s: float) -> dict:
+    """:func:`summarize` of the GFLOP/s of an ``n x n`` product, plus ``dtype``."""
     dtype = peak_dtype(device)
     gen = torch.Generator().manual_seed(0)
     a, b = (torch.randn(n, n, generator=gen).to(device, dtype) for _ in range(2))
@@ -83,7 +93,53 @@ def measure_peak(device: torch.device, n: int, reps: int, min_rep_s: float = 0.2
     first = min(timed(step, device) for _ in range(2))
     k = calls_per_rep(first, min_rep_s)
     rates = [2 * n**3 / timed(step, device, k) / 1e9 for _ in range(reps)]
-    return {**summarize(rates), "dtype": str(dtype).replace("torch.", ""), "n": n}
+    release(device)
+    return {**summarize(rates), "dtype": str(dtype).replace("torch.", "")}
+
+
+_FP32_LANES = (("avx512f", 16), ("avx2", 8), ("avx", 8), ("sse2", 4), ("asimd", 4))  # fp32 per vector register
+
+
+def theoretical_peak(cores: int, cpuinfo: str | None = None, max_khz: int | None = None) -> dict | None:
+    """The CPU's fp32 peak from its vector width and clock: cores x GHz x lanes x 2 (FMA) x 2 FMA units.
+
+    Two FMA units per core is the common case for AVX2/AVX-512 server cores (some parts have one);
+    the clock is the maximum boost from cpufreq, else the ``cpu MHz`` of /proc/cpuinfo. None where
+    neither flags nor clock can be read.
+    """
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return None
+    flags = set(next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines()
+                      if line.startswith(("flags", "Features"))), []))
+    lanes = next((n for flag, n in _FP32_LANES if flag in flags), None)
+    if max_khz is None:
+        try:
+            max_khz = int(Path("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq").read_text())
+        except (OSError, ValueError):
+            mhz = re.search(r"^cpu MHz\s*:\s*([\d.]+)", cpuinfo, re.MULTILINE)
+            max_khz = int(float(mhz.group(1)) * 1000) if mhz else None
+    if lanes is None or not max_khz:
+        return None
+    ghz = max_khz / 1e6
+    return {"gflops": cores * ghz * lanes * 2 * 2, "cores": cores, "ghz": round(ghz, 3), "fp32_lanes": lanes,
+            "fma_units": 2, "basis": "cores x GHz x fp32 lanes x 2 (FMA) x 2 FMA units"}
+
+
+def train_step_gflop(name: str, image_size: int, num_classes: int) -> float:
+    """GFLOP per image of one training step as it computes: forward and backward counted by
+    ``torch.utils.flop_counter`` on the meta device, with no gradient for the input (the first
+    convolution computes only its weight gradient). Replaces the usual "3 x forward"."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.device("meta"):
+        model = create_model(ModelConfig(name=name), num_classes=num_classes, in_chans=3).train()
+        x = torch.empty(2, 3, image_size, image_size)  # 2: batch norm refuses one value per channel in training
+        with FlopCounterMode(display=False) as counter:
+            model(x).sum().backward()
+    return counter.get_total_flops() / 2e9
 
 
 # -- the model step ----------------------------------------------------------------------------
@@ -172,13 +228,13 @@ def measure_model_step(name: str, batch_size: int, image_size: int, num_classes:
     Returns:
         ``{"ours": stat, "timm": stat, "ratio": stat, "gflop_per_image", "mfu": {"ours", "timm"}}``;
         stats are of images/s; ``ratio`` is ours/timm per pair of repetitions; FLOPs of a training
-        step are taken as 3x the forward's (backward ~ 2x forward).
+        step are counted as it computes them (:func:`train_step_gflop`).
     """
     images, labels = random_batch(batch_size, image_size, num_classes, runtime.device)
     steps = {label: TrainStep(model, images, labels, runtime) for label, model in build_pair(name, num_classes).items()}
     seconds = time_steps(steps, runtime.device, reps, warmup, min_rep_s)
     rates = {label: [batch_size / s for s in values] for label, values in seconds.items()}
-    gflop = 3 * model_complexity(name, image_size, in_chans=3, num_classes=num_classes).gflops
+    gflop = train_step_gflop(name, image_size, num_classes)
     out = {label: summarize(values) for label, values in rates.items()}
     out["ratio"] = summarize([o / t for o, t in zip(rates["ours"], rates["timm"])])  # per pair of reps
     out["gflop_per_image"] = gflop

@@ -51,7 +51,7 @@ def working_dir(path: Path) -> Iterator[None]:
 
 
 def bench_config(name: str, root: Path, work: Path, model: str, image_size: int, batch_size: int, epochs: int,
-                 threads: int, device: str) -> Config:
+                 threads: int, device: str, compile: bool = False) -> Config:
     """The experiment config of workload ``name``: light augmentation (a flip), AdamW, cosine, fp32/bf16 auto."""
     return Config(
         name=f"bench-{name}",
@@ -59,7 +59,7 @@ def bench_config(name: str, root: Path, work: Path, model: str, image_size: int,
         folds=FoldsConfig(name=f"bench-{name}", k=5),
         model=ModelConfig(name=model),
         augment=AugmentConfig(preset="light"),
-        train=TrainConfig(epochs=epochs, batch_size=batch_size, threads=threads, device=device),
+        train=TrainConfig(epochs=epochs, batch_size=batch_size, threads=threads, device=device, compile=compile),
         submit=SubmitConfig(batch_size=max(64, batch_size)),
     )
 
@@ -75,8 +75,9 @@ def run_comp_train(cfg: Config, work: Path) -> dict:
 
     Returns:
         ``{"epochs": [img/s...], "first_epoch": img/s, "later_epochs": stat, "seconds": [...],
-        "train_images": n, "memory": PeakMemory dict}``. The first epoch decodes every image into
-        the cache; the later ones read it.
+        "cache_seconds": s, "train_images": n, "memory": PeakMemory dict}``. ``first_epoch`` is the
+        first pass from an empty cache: the training images over epoch 1 plus their share of the cache
+        build that comp runs before it (older comps decoded inside epoch 1: ``cache_seconds`` 0).
     """
     from comp.train.device import resolve_device
 
@@ -85,12 +86,16 @@ def run_comp_train(cfg: Config, work: Path) -> dict:
         comp = load_competition(cfg.data)
         write_folds(make_folds(comp, cfg.folds.k, cfg.folds.seed, cfg.folds.name), force=True)
         with PeakMemory(resolve_device(cfg.train.device)) as memory:
-            run_training(cfg, fold=str(FOLD), log=_quiet)
+            summary = run_training(cfg, fold=str(FOLD), log=_quiet)
         history = pd.read_csv(cfg.run_dir / f"fold{FOLD}" / "history.csv")
-        train_images = int((read_folds(cfg.folds.name).frame["fold"] != FOLD).sum())
+        labels = read_folds(cfg.folds.name).frame["fold"]
+        train_images = int((labels != FOLD).sum())
     rates = history["images_per_s"].tolist()
-    return {"epochs": rates, "first_epoch": rates[0], "later_epochs": summarize(rates[1:] or rates[:1]),
-            "seconds": history["seconds"].tolist(), "train_images": train_images, "memory": memory.to_dict()}
+    built = getattr(summary, "cache", None)
+    cache_seconds = built.seconds * train_images / len(labels) if built is not None else 0.0
+    return {"epochs": rates, "first_epoch": train_images / (cache_seconds + train_images / rates[0]),
+            "later_epochs": summarize(rates[1:] or rates[:1]), "seconds": history["seconds"].tolist(),
+            "cache_seconds": cache_seconds, "train_images": train_images, "memory": memory.to_dict()}
 
 
 def run_comp_train_isolated(cfg: Config, work: Path) -> dict:

@@ -64,8 +64,12 @@ def value_and_spread(results: dict, key: str) -> tuple[float, tuple[float, float
 
 def build_rows(results: dict) -> list[Row]:
     """The rows of the table for the figures present in ``results``."""
-    rows = [Row(f"peak matmul {results['peak']['dtype']} GFLOP/s", "peak")]
+    sizes = ", ".join(results["peak"].get("by_size", {})) or results["peak"].get("n", "?")
+    rows = [Row(f"peak matmul {results['peak']['dtype']} GFLOP/s (best of n = {sizes})", "peak")]
     on_cpu = results["meta"]["device"] == "cpu"
+    if results.get("peak_theoretical"):
+        rows.append(Row("theoretical fp32 peak GFLOP/s (cores x GHz x lanes x 2 FMA x 2 units)",
+                        "peak_theoretical.gflops"))
     for name in results["model_step"]:
         base = f"model_step.{name}"
         rows += [
@@ -75,13 +79,30 @@ def build_rows(results: dict) -> list[Row]:
             Row(f"{name} MFU (ours, of measured peak)", f"{base}.mfu.ours", "pct",
                 Target(">=", 0.40) if on_cpu and name == "resnet18" else None),
         ]
+        if lookup(results, f"{base}.mfu_theoretical"):
+            rows.append(Row(f"{name} MFU (ours, of theoretical peak)", f"{base}.mfu_theoretical.ours", "pct"))
     for workload in results["workloads"]:
         base = f"workloads.{workload}"
+        if lookup(results, f"{base}.cache_build"):
+            threads = lookup(results, f"{base}.cache_build.threads")
+            rows += [
+                Row(f"{workload}: cache build img/s, comp, {threads} threads", f"{base}.cache_build.comp_all"),
+                Row(f"{workload}: cache build img/s, comp, 1 thread", f"{base}.cache_build.comp_one"),
+                Row(f"{workload}: cache build img/s per thread, comp", f"{base}.cache_build.comp_all_per_thread"),
+                Row(f"{workload}: decode img/s, plain OpenCV, {threads} threads", f"{base}.cache_build.opencv_threads"),
+                Row(f"{workload}: decode img/s, PIL, 1 thread", f"{base}.cache_build.pil"),
+                Row(f"{workload}: cache build / plain OpenCV threads", f"{base}.ratios.cache_vs_opencv", "ratio",
+                    Target(">=", 0.8)),
+            ]
         rows += [
-            Row(f"{workload}: comp train epoch 1 img/s (builds cache)", f"{base}.train.first_epoch"),
+            Row(f"{workload}: comp train epoch 1 img/s (from an empty cache)", f"{base}.train.first_epoch"),
             Row(f"{workload}: comp train later epochs img/s", f"{base}.train.later_epochs"),
             Row(f"{workload}: later epochs / model step", f"{base}.ratios.train_vs_step", "ratio", Target(">=", 0.85)),
         ]
+        if lookup(results, f"{base}.train_compiled"):
+            rows += [Row(f"{workload}: comp train later epochs img/s, train.compile",
+                         f"{base}.train_compiled.later_epochs"),
+                     Row(f"{workload}: compiled later epochs / model step", f"{base}.ratios.compiled_vs_step", "ratio")]
         for setting in lookup(results, f"{base}.plain") or {}:
             if setting.startswith("workers"):
                 rows.append(Row(f"{workload}: plain loop img/s, num_workers={setting[7:]}", f"{base}.plain.{setting}"))

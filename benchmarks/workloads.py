@@ -1,10 +1,12 @@
 """The benchmark's competitions: synthetic, deterministic, built once and cached under ``.cache/bench/``.
 
-Two shapes of data that stress different parts of the pipeline, both trained at the same size:
+Three shapes of data that stress different parts of the pipeline:
 
 - ``small``: a few hundred 224 px PNGs (the pre-shrunk uploads common on Kaggle); decoding is cheap.
 - ``large``: a few hundred JPEGs of 1500-2500 px a side (fundus photos); decoding one image costs more
   than a training step on it, so the pre-resized cache decides the speed.
+- ``fundus``: a few hundred 2-3 MP photos, half JPEG and half PNG (APTOS ships PNGs of ~2 MP, EyePACS
+  JPEGs), meant to be trained at 224 px: the first pass (decoding into the cache) decides the wall time.
 
 Each image is a lit disc on black (a smooth gradient across it) with ``label`` bright spots and pixel
 noise: the label is learnable, and the noise keeps JPEG and PNG files near realistic sizes. Five
@@ -38,11 +40,13 @@ class WorkloadSpec:
         name: ``small`` or ``large`` (also the folder and experiment name).
         n_train: Labelled images.
         n_test: Test images (the inference figures).
-        ext: ``png`` or ``jpg``.
+        ext: ``png``, ``jpg`` or ``mixed`` (even images JPEG, odd ones PNG).
         min_side: Smallest image side in pixels (each side is drawn in [min_side, max_side]).
         max_side: Largest image side in pixels.
         seed: Seed of every random choice (same spec, same bytes).
         jpeg_quality: JPEG quality (ignored for PNG).
+        train_size: The side it is trained at, where it differs from ``--image-size`` (not in the key:
+            the files do not depend on it).
     """
 
     name: str
@@ -53,18 +57,22 @@ class WorkloadSpec:
     max_side: int
     seed: int = 0
     jpeg_quality: int = 90
+    train_size: int | None = None
 
     def key(self) -> str:
-        """Short hash of the spec: the cache folder's suffix."""
-        blob = json.dumps({**asdict(self), "version": FORMAT_VERSION}, sort_keys=True).encode()
+        """Short hash of the files' spec: the cache folder's suffix."""
+        files = {k: v for k, v in asdict(self).items() if k != "train_size"}
+        blob = json.dumps({**files, "version": FORMAT_VERSION}, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:10]
 
 
 SPECS = {
     "small": WorkloadSpec("small", n_train=300, n_test=32, ext="png", min_side=224, max_side=224),
     "large": WorkloadSpec("large", n_train=200, n_test=32, ext="jpg", min_side=1500, max_side=2500),
+    "fundus": WorkloadSpec("fundus", n_train=240, n_test=32, ext="mixed", min_side=1400, max_side=1800,
+                           train_size=224),
 }
-QUICK_COUNTS = {"small": (60, 16), "large": (40, 12)}  # (n_train, n_test) under --quick
+QUICK_COUNTS = {"small": (60, 16), "large": (40, 12), "fundus": (40, 12)}  # (n_train, n_test) under --quick
 
 
 def get_spec(name: str, quick: bool = False) -> WorkloadSpec:
@@ -114,9 +122,17 @@ def synth_image(label: int, height: int, width: int, rng: np.random.Generator) -
     return np.clip(img, 0, 255, out=img).astype(np.uint8)
 
 
+def file_ext(spec: WorkloadSpec, index: int) -> str:
+    """The extension of image ``index`` (``mixed``: JPEG for even indices, PNG for odd ones)."""
+    if spec.ext != "mixed":
+        return spec.ext
+    return "jpg" if index % 2 == 0 else "png"
+
+
 def _write_image(path: Path, img: np.ndarray, spec: WorkloadSpec) -> None:
-    params = [cv2.IMWRITE_JPEG_QUALITY, spec.jpeg_quality] if spec.ext == "jpg" else []
-    ok, buf = cv2.imencode(f".{spec.ext}", img, params)
+    ext = path.suffix[1:]
+    params = [cv2.IMWRITE_JPEG_QUALITY, spec.jpeg_quality] if ext == "jpg" else []
+    ok, buf = cv2.imencode(f".{ext}", img, params)
     if not ok:
         raise OSError(f"{path}: OpenCV could not encode the image")
     path.write_bytes(buf.tobytes())
@@ -130,7 +146,8 @@ def _write_split(folder: Path, prefix: str, labels: list[int], spec: WorkloadSpe
     def write(i: int) -> None:
         rng = np.random.default_rng([spec.seed, stream, i])  # per image: same bytes in any thread order
         height, width = rng.integers(spec.min_side, spec.max_side + 1, 2)
-        _write_image(folder / f"{ids[i]}.{spec.ext}", synth_image(labels[i], int(height), int(width), rng), spec)
+        img = synth_image(labels[i], int(height), int(width), rng)
+        _write_image(folder / f"{ids[i]}.{file_ext(spec, i)}", img, spec)
 
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
         list(pool.map(write, range(len(labels))))

@@ -7,7 +7,6 @@ and wrong types name the key, the value and the expected type.
 from __future__ import annotations
 
 import difflib
-import hashlib
 import json
 import os
 import re
@@ -135,7 +134,7 @@ class TrainConfig(Section):
     compile: bool = False
     channels_last: bool = True
     seed: int = 0
-    threads: int | None = Field(None, ge=1)
+    threads: Annotated[int, Field(ge=1)] | Literal["auto"] | None = "auto"
     full_epochs: int | None = Field(None, ge=1)
     freeze_epochs: int = Field(0, ge=0)  # train only the classifier for the first N epochs (fine-tuning)
     layer_decay: float | None = Field(None, gt=0, le=1)  # lr x decay^k for the k-th group below the head
@@ -200,18 +199,9 @@ class Config(Section):
         """Plain JSON-able dict (paths as strings, tuples as lists)."""
         return json.loads(self.model_dump_json())
 
-    def hash(self) -> str:
-        """Short content hash of the resolved config (stable across key order)."""
-        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
-
     @property
     def run_dir(self) -> Path:
         return Path("runs") / self.name
-
-    @property
-    def folds_path(self) -> Path:
-        return Path("folds") / f"{self.folds.name}.csv"
 
 
 def _valid_keys(model: type[BaseModel], prefix: str = "") -> list[str]:

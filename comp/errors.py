@@ -37,5 +37,13 @@ class SubmitError(CompError):
     """A submission is invalid or cannot be produced."""
 
 
+class TuneError(CompError):
+    """A study cannot be opened or run (another config's study, a failed worker, a bad storage URL)."""
+
+
+class ReportError(CompError):
+    """An experiment folder is missing, has no finished fold, or holds an unreadable artifact."""
+
+
 class BundleError(CompError):
     """An exported bundle is incomplete, altered, of another format, or does not fit the test data."""

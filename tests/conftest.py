@@ -17,12 +17,17 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 @pytest.fixture(autouse=True, scope="session")
 def _one_torch_thread():
     """One intra-op thread: the tiny models here gain nothing from more, and a second OpenMP thread on a
-    busy 2-core machine can make a step tens of times slower (spinning threads fight for the cores)."""
+    busy 2-core machine can make a step tens of times slower (spinning threads fight for the cores); so
+    ``train.threads: auto`` means 1 here too."""
     import torch
 
-    previous = torch.get_num_threads()
+    import comp.train.device as device
+
+    previous, resolve = torch.get_num_threads(), device.resolve_threads
     torch.set_num_threads(1)
+    device.resolve_threads = lambda setting, workers=0: 1 if setting == "auto" else resolve(setting, workers)
     yield
+    device.resolve_threads = resolve
     torch.set_num_threads(previous)
 
 
@@ -35,6 +40,22 @@ def write_image(path: Path, value: int, size: int = 16, channels: int = 3, seed:
     ok, buf = cv2.imencode(path.suffix, img if channels == 3 else img[..., 0])
     assert ok
     path.write_bytes(buf.tobytes())
+
+
+@pytest.fixture
+def decodes(monkeypatch):
+    """Count calls of the decoder the cache uses."""
+    import comp.data.cache as cache_mod
+    from comp.data.images import read_image
+
+    calls: list[Path] = []
+
+    def counting(path, channels):
+        calls.append(Path(path))
+        return read_image(path, channels)
+
+    monkeypatch.setattr(cache_mod, "read_image", counting)
+    return calls
 
 
 @pytest.fixture

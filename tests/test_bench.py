@@ -23,6 +23,7 @@ from benchmarks.measure import summarize  # noqa: E402
 TINY = {
     "small": workloads.WorkloadSpec("small", n_train=25, n_test=4, ext="png", min_side=40, max_side=40),
     "large": workloads.WorkloadSpec("large", n_train=25, n_test=4, ext="jpg", min_side=200, max_side=300),
+    "fundus": workloads.WorkloadSpec("fundus", n_train=25, n_test=4, ext="mixed", min_side=200, max_side=300),
 }
 
 
@@ -76,22 +77,35 @@ def test_unknown_workload_is_refused():
 def test_quick_run_writes_every_figure_and_compares(tmp_path, tiny_workloads, keep_threads):
     out = tmp_path / "bench.json"
     args = bench.parse_args(["--quick", "--models", "resnet18", "--batch-size", "4", "--image-size", "32",
+                             "--workloads", "small,large,fundus",
                              "--threads", "2", "--device", "cpu", "--cache-dir", str(tmp_path / "cache"),
                              "--out", str(out)])
     lines: list[str] = []
     results = bench.run(args, log=lines.append)
     saved = json.loads(out.read_text())
     assert saved["meta"]["device"] == "cpu" and saved["peak"]["median"] > 0
+    assert set(saved["peak"]["by_size"]) == {"512", "1024"} and saved["peak"]["median"] == max(
+        saved["peak"]["by_size"].values())
     step = saved["model_step"]["resnet18"]
     assert step["ours"]["median"] > 0 and step["timm"]["median"] > 0 and step["mfu"]["ours"] > 0
-    for name in ("small", "large"):
+    if saved["peak_theoretical"]:  # where /proc/cpuinfo says the vector width and clock
+        assert step["mfu_theoretical"]["ours"] == pytest.approx(
+            step["mfu"]["ours"] * saved["peak"]["median"] / saved["peak_theoretical"]["gflops"])
+    for name in ("small", "large", "fundus"):
         figures = saved["workloads"][name]
         assert len(figures["train"]["epochs"]) == 2 and figures["train"]["train_images"] == 20
         assert {"workers0", "workers2", "best"} <= set(figures["plain"])
         assert figures["inference"]["images"] == 4 and figures["inference"]["tta_ratio"] > 0
         assert figures["train"]["memory"]["peak_mb"] > 0
-        assert set(figures["ratios"]) == {"train_vs_step", "train_vs_plain", "first_epoch_vs_plain"}
-    assert len(saved["targets"]) == 8 and all(isinstance(t["pass"], bool) for t in saved["targets"])
+        assert set(figures["ratios"]) == {"train_vs_step", "train_vs_plain", "first_epoch_vs_plain", "cache_vs_opencv"}
+        build = figures["cache_build"]
+        assert build["images"] == 25 and build["threads"] == 2
+        assert all(build[k] > 0 for k in ("comp_all", "comp_one", "opencv_threads", "pil"))
+        assert figures["train"]["cache_seconds"] > 0  # comp train built the cache before epoch 1 ...
+        assert figures["train"]["first_epoch"] < figures["train"]["epochs"][0]  # ... and epoch 1 pays its share
+    assert sorted(p.suffix for p in (Path(saved["workloads"]["fundus"]["data"]["folder"]) / "train").iterdir())[0] in (
+        ".jpg", ".png") and saved["workloads"]["fundus"]["data"]["format"] == "mixed"
+    assert len(saved["targets"]) == 14 and all(isinstance(t["pass"], bool) for t in saved["targets"])
     table = "\n".join(lines)
     assert "resnet18 ours/timm" in table and "large: comp train / plain loop (best)" in table
 
@@ -159,3 +173,38 @@ def test_bad_arguments_are_one_line_before_any_work(argv, message, capsys):
         bench.parse_args(argv)
     err = capsys.readouterr().err
     assert exc.value.code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_mixed_workload_writes_jpeg_and_png(tmp_path):
+    spec = workloads.WorkloadSpec("fundus", n_train=25, n_test=2, ext="mixed", min_side=40, max_side=60)
+    root = workloads.ensure_workload(spec, tmp_path)
+    suffixes = sorted(p.suffix for p in (root / "train").iterdir())
+    assert suffixes.count(".jpg") == 13 and suffixes.count(".png") == 12
+    assert (root / "train" / "tr00000.jpg").read_bytes()[:3] == b"\xff\xd8\xff"
+    assert (root / "train" / "tr00001.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_theoretical_peak_from_vector_width_and_clock():
+    from benchmarks.measure import theoretical_peak
+
+    avx512 = "model name : X\nflags : fpu sse2 avx avx2 avx512f\ncpu MHz : 2000.000\n"
+    assert theoretical_peak(2, avx512, max_khz=3_000_000)["gflops"] == pytest.approx(2 * 3.0 * 16 * 2 * 2)
+    assert theoretical_peak(4, "flags : sse2 avx avx2\ncpu MHz : 2500.0\n", max_khz=None)["gflops"] == (
+        pytest.approx(4 * 2.5 * 8 * 2 * 2))
+    assert theoretical_peak(2, "flags : fpu\n", max_khz=3_000_000) is None
+
+
+def test_step_flops_are_counted_without_the_input_gradient():
+    from benchmarks.measure import train_step_gflop
+    from comp.models.check import model_complexity
+
+    forward = model_complexity("resnet18", 64, in_chans=3, num_classes=5).gflops
+    step = train_step_gflop("resnet18", 64, 5)
+    first_conv_input_grad = 2 * 64 * 3 * 7 * 7 * 32 * 32 / 1e9  # the conv1 input gradient is not computed
+    assert step == pytest.approx(3 * forward - first_conv_input_grad, rel=1e-6)
+
+
+def test_real_mode_sets_gpu_sizes_but_explicit_options_win():
+    args = bench.parse_args(["--real", "--batch-size", "64"])
+    assert (args.models, args.image_size, args.batch_size, args.workloads, args.compile) == (
+        "resnet50", 224, 64, ["fundus"], "both")

@@ -12,7 +12,6 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-import comp.data.cache as cache_mod
 from comp.data.cache import ImageCache
 from comp.data.dataset import ImageDataset
 from comp.data.images import read_image, resize_image
@@ -25,19 +24,6 @@ def _write_png(path: Path, seed: int, shape=(20, 24, 3)) -> Path:
     assert ok
     buf.tofile(path)
     return path
-
-
-@pytest.fixture
-def decodes(monkeypatch):
-    """Count calls of the decoder the cache uses."""
-    calls: list[Path] = []
-
-    def counting(path, channels):
-        calls.append(Path(path))
-        return read_image(path, channels)
-
-    monkeypatch.setattr(cache_mod, "read_image", counting)
-    return calls
 
 
 def _entries(cache_dir: Path) -> list[Path]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -156,7 +157,7 @@ def test_resolve_num_workers(monkeypatch):
     assert resolve_num_workers(3) == 3
     assert resolve_num_workers(0) == 0
     for cores, expected in [(1, 0), (2, 0), (4, 3), (8, 7), (32, 8)]:
-        monkeypatch.setattr(loader_mod.os, "sched_getaffinity", lambda pid, n=cores: set(range(n)))
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid, n=cores: set(range(n)))
         assert resolve_num_workers("auto") == expected
     for bad in (-1, "four", True):
         with pytest.raises(ValueError):

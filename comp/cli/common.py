@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import functools
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -96,3 +97,28 @@ def _numeric(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def progress_bar(label: str, stream=None, min_interval: float = 0.1):
+    """A ``(done, total)`` callback drawing one self-updating line with rate and ETA, when ``stream`` (stderr)
+    is a terminal; None otherwise, where logs get the one summary line instead."""
+    stream = stream if stream is not None else sys.stderr
+    if not stream.isatty():
+        return None
+    start, shown = time.perf_counter(), [0.0]
+
+    def show(done: int, total: int) -> None:
+        now = time.perf_counter()
+        if done < total and now - shown[0] < min_interval:
+            return
+        shown[0] = now
+        rate = done / max(now - start, 1e-9)
+        eta = (total - done) / rate if rate > 0 else 0.0
+        filled = int(30 * done / max(total, 1))
+        stream.write(f"\r{label} [{'#' * filled}{'.' * (30 - filled)}] {done}/{total}  {rate:.1f} img/s  "
+                     f"ETA {int(eta) // 60}:{int(eta) % 60:02d} ")
+        if done >= total:
+            stream.write("\n")
+        stream.flush()
+
+    return show

@@ -105,14 +105,17 @@ def submit_request(cfg, experiments, tta, merge, weights, use_full, ordinal, bat
     """The :class:`comp.submit.make.SubmitRequest` of the choice options over the ``submit:`` config."""
     import torch
 
+    from comp.data.loader import resolve_num_workers
     from comp.predict.ensemble import parse_weights
     from comp.submit.make import SubmitRequest
+    from comp.train.device import resolve_threads
 
     names = list(experiments) or [cfg.name]
     tta = tta or cfg.submit.tta
     _check_tta(tta)
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
+    threads = resolve_threads(cfg.train.threads, resolve_num_workers(cfg.data.num_workers))
+    if threads:
+        torch.set_num_threads(threads)
     if batch_size:
         cfg.submit.batch_size = batch_size
     return SubmitRequest(

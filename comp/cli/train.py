@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from comp.cli import main
-from comp.cli.common import config_options, echo_table
+from comp.cli.common import config_options, echo_table, progress_bar
 
 
 @main.command()
@@ -33,7 +33,8 @@ def train(cfg, fold, full, full_epochs, resume, epochs, params, report) -> None:
     if epochs is not None:
         cfg.train.epochs = epochs
     try:
-        summary = run_training(cfg, fold=fold, resume=resume, full=full, full_epochs=full_epochs, log=click.echo)
+        summary = run_training(cfg, fold=fold, resume=resume, full=full, full_epochs=full_epochs, log=click.echo,
+                               progress=progress_bar("image cache"))
     except KeyboardInterrupt:
         click.echo(f"\ninterrupted: the last finished epoch is in {cfg.run_dir}/fold*/last.pt; "
                    f"continue with: comp train --resume", err=True)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import multiprocessing
-import os
 import random
 import sys
 from collections.abc import Iterator
@@ -165,10 +164,9 @@ def resolve_num_workers(setting: int | Literal["auto"]) -> int:
         if isinstance(setting, bool) or not isinstance(setting, int) or setting < 0:
             raise ValueError(f"num_workers must be 'auto' or an int >= 0, got {setting!r}")
         return setting
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
+    from comp.data.prebuild import usable_cores
+
+    cores = usable_cores()
     if cores <= 2:
         return 0
     return min(cores - 1, 8)

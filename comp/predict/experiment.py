@@ -17,8 +17,10 @@ from comp.predict.tta import View
 
 def _loader(exp: Experiment, paths: Sequence[Path], labels, settings: InferenceSettings, cache_dir: Path):
     from comp.data import ImageCache, ImageDataset, create_loader
+    from comp.data.prebuild import build_cache
 
     cache = ImageCache(cache_dir, exp.image_size, exp.config.data.channels)
+    build_cache(cache, paths)  # every core decodes what is missing, before the model waits on it
     dataset = ImageDataset(list(paths), labels, cache, None)
     return create_loader(dataset, settings.batch_size, num_workers=settings.num_workers, device=settings.device)
 

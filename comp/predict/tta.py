@@ -150,6 +150,3 @@ def _compose(first: View, then: View) -> View:
     return View((first.rot + then.rot) % 4, first.flip)
 
 
-def policy_name(views: list[View]) -> str:
-    """A readable list of view names, e.g. ``identity,hflip``."""
-    return ",".join(v.name for v in views)

@@ -17,13 +17,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from comp.errors import CompError
+from comp.errors import ReportError
 
 FOLD_DIR = re.compile(r"^fold(\d+)$")
-
-
-class ReportError(CompError):
-    """An experiment folder is missing, has no finished fold, or holds an unreadable artifact."""
 
 
 @dataclass

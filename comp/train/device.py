@@ -94,14 +94,32 @@ def resolve_amp(setting: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if setting == "bf16" else torch.float16
 
 
-def setup_runtime(cfg: TrainConfig) -> Runtime:
-    """Pick the device and precision; join the process group when launched by torchrun."""
+def resolve_threads(setting: int | str | None, workers: int = 0) -> int | None:
+    """Intra-op threads for ``train.threads``: a count as is; None leaves torch's default.
+
+    ``"auto"``: the usable cores less one per DataLoader worker process (at least 1), so the
+    workers and the model step do not fight over the same cores; but None (torch's default, which
+    reads it) where ``OMP_NUM_THREADS`` is set: the user or the launcher (torchrun) chose already.
+    """
+    if setting is None or isinstance(setting, int):
+        return setting
+    if os.environ.get("OMP_NUM_THREADS"):
+        return None
+    from comp.data.prebuild import usable_cores
+
+    return max(1, usable_cores() - max(0, workers))
+
+
+def setup_runtime(cfg: TrainConfig, workers: int = 0) -> Runtime:
+    """Pick the device, precision and intra-op threads (``workers``: the run's DataLoader processes); join
+    the process group when launched by torchrun."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = resolve_device(cfg.device, local_rank)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    threads = resolve_threads(cfg.threads, workers)
+    if threads:
+        torch.set_num_threads(threads)
     if world > 1 and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":

@@ -20,7 +20,8 @@ from comp.data import (
     make_sampler,
     resolve_num_workers,
 )
-from comp.train.device import Runtime
+from comp.data.prebuild import CacheBuild, Progress, build_cache, usable_cores
+from comp.train.device import Runtime, barrier
 
 
 @dataclass
@@ -70,11 +71,31 @@ def _train_sampler(labels: np.ndarray, cfg: Config, runtime: Runtime) -> tuple[S
     return dist_sampler, False
 
 
+def train_cache(cfg: Config, comp: Competition) -> ImageCache:
+    """The cache of the labelled images at the training size (kept in memory too when all of it fits in 1 GiB)."""
+    return ImageCache(cfg.data.cache_dir, cfg.data.image_size, cfg.data.channels,
+                      memory=len(comp.train) * cfg.data.image_size**2 * cfg.data.channels < 2**30)
+
+
+def prebuild_train_cache(cfg: Config, comp: Competition, runtime: Runtime | None = None,
+                         progress: Progress | None = None) -> CacheBuild:
+    """Decode every labelled image missing from the cache, with all cores, before the first epoch.
+
+    Under DDP each rank decodes its share (with its share of the cores) and waits for the others.
+    """
+    paths = list(comp.train["path"])
+    rank, world = (runtime.rank, runtime.world_size) if runtime is not None else (0, 1)
+    build = build_cache(train_cache(cfg, comp), paths[rank::world], threads=max(1, usable_cores() // world),
+                        progress=progress if rank == 0 else None)
+    if runtime is not None:
+        barrier(runtime)
+    return build
+
+
 def build_fold_loaders(cfg: Config, comp: Competition, train_idx: np.ndarray, valid_idx: np.ndarray | None,
                        runtime: Runtime, seed: int) -> FoldLoaders:
     """Training and validation loaders of one fold (validation None for a full fit)."""
-    cache = ImageCache(cfg.data.cache_dir, cfg.data.image_size, cfg.data.channels,
-                       memory=len(comp.train) * cfg.data.image_size**2 * cfg.data.channels < 2**30)
+    cache = train_cache(cfg, comp)
     paths = comp.train["path"].to_numpy()
     targets = comp.train["target"].to_numpy()
     workers = resolve_num_workers(cfg.data.num_workers)

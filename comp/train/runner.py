@@ -15,6 +15,8 @@ import pandas as pd
 
 from comp.competition import Competition, load_competition
 from comp.config import Config, write_resolved
+from comp.data.loader import resolve_num_workers
+from comp.data.prebuild import CacheBuild, Progress
 from comp.errors import TrainError
 from comp.folds import Folds, folds_hash, read_folds
 from comp.io import atomic_write_text
@@ -22,6 +24,7 @@ from comp.lock import experiment_lock
 from comp.models.factory import check_name
 from comp.train.device import Runtime, barrier, setup_runtime, teardown
 from comp.train.fold import EpochCallback, FoldResult, FoldSpec, FoldTrainer
+from comp.train.loaders import prebuild_train_cache
 from comp.train.metrics import HIGHER_IS_BETTER, METRICS, compute_metrics
 
 # Settings that change where or how fast a run goes, not what it learns: a resume may change them.
@@ -44,6 +47,7 @@ class TrainSummary:
     run_dir: Path
     results: list[FoldResult]
     cv: dict | None
+    cache: CacheBuild | None = None  # the image cache built before the first epoch
 
 
 def parse_fold_arg(value: str, k: int) -> list[int]:
@@ -157,27 +161,33 @@ def run_fold(cfg: Config, comp: Competition, spec: FoldSpec, runtime: Runtime, r
 
 
 def run_training(cfg: Config, fold: str = "all", resume: bool = False, full: bool = False,
-                 full_epochs: int | None = None, log: Callable[[str], None] = print) -> TrainSummary:
+                 full_epochs: int | None = None, log: Callable[[str], None] = print,
+                 progress: Progress | None = None) -> TrainSummary:
     """Train the requested folds, then (if every fold is done) write ``oof.csv`` and ``cv.json``; then the full fit.
+
+    The image cache is built first with every core (``progress`` gets (done, total) as it goes).
 
     Raises:
         CompError: bad competition folder, folds file, checkpoint, or a failed fold.
     """
     check_name(cfg.model.name)  # a typo in the model fails now, not after the data is checked
-    runtime = setup_runtime(cfg.train)
+    runtime = setup_runtime(cfg.train, resolve_num_workers(cfg.data.num_workers))
     try:
         with experiment_lock(cfg.run_dir) if runtime.is_main else contextlib.nullcontext():
-            return _train(cfg, runtime, fold, resume, full, full_epochs, log)
+            return _train(cfg, runtime, fold, resume, full, full_epochs, log, progress)
     finally:
         teardown(runtime)
 
 
 def _train(cfg: Config, runtime: Runtime, fold: str, resume: bool, full: bool, full_epochs: int | None,
-           log: Callable[[str], None]) -> TrainSummary:
+           log: Callable[[str], None], progress: Progress | None = None) -> TrainSummary:
     comp = load_competition(cfg.data)
     if cfg.train.monitor == "qwk":
         comp.require_order("train.monitor: qwk")
     folds = read_folds(cfg.folds.name, comp, k=cfg.folds.k)
+    cache = prebuild_train_cache(cfg, comp, runtime, progress)
+    if cache.decoded and runtime.is_main:
+        log(cache.summary("train images"))
     run_dir, fhash, chash = cfg.run_dir, folds_hash(cfg.folds.name), training_hash(cfg)
     written = []
 
@@ -195,7 +205,7 @@ def _train(cfg: Config, runtime: Runtime, fold: str, resume: bool, full: bool, f
         spec = FoldSpec("full", np.arange(len(comp.train)), None, epochs, run_dir / "full", fhash, chash)
         log(f"full fit on all {len(comp.train)} labelled images for {epochs} epochs")
         results.append(run_fold(cfg, comp, spec, runtime, resume, log=log, on_done=published))
-    return TrainSummary(run_dir, results, cv)
+    return TrainSummary(run_dir, results, cv, cache)
 
 
 def mean_best_epoch(run_dir: Path, k: int, fhash: str, chash: str) -> int:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from comp.config import Config
+from comp.data.prebuild import usable_cores
 from comp.errors import CompError, ConfigError
 from comp.train.metrics import HIGHER_IS_BETTER
 
@@ -75,11 +75,22 @@ def run_tune(cfg: Config, options: TuneOptions, log: Callable[[str], None] = pri
     started = time.time()
     spec, budget, epochs_per_trial = _study_spec(cfg, options)
     open_study(spec)  # created (and checked) once, before any worker starts
+    _prebuild(cfg, log)
     if options.n_workers == 1:
         run_worker(cfg, options, spec, budget, log)
     else:
         _run_processes(cfg, options, spec, budget)
     return _finish(cfg, options, spec, budget, epochs_per_trial, time.time() - started)
+
+
+def _prebuild(cfg: Config, log: Callable[[str], None]) -> None:
+    """The image cache built once with every core, before the trials (and their processes) start."""
+    from comp.competition import load_competition
+    from comp.train.loaders import prebuild_train_cache
+
+    build = prebuild_train_cache(cfg, load_competition(cfg.data))
+    if build.decoded:
+        log(build.summary("train images"))
 
 
 def _study_spec(cfg: Config, options: TuneOptions) -> tuple[StudySpec, int, int]:
@@ -118,6 +129,7 @@ def run_worker(cfg: Config, options: TuneOptions, spec: StudySpec, budget: int,
                log: Callable[[str], None] = print) -> None:
     """One worker: recover trials of dead workers, then run trials until the budget or the timeout."""
     from comp.competition import load_competition
+    from comp.data.loader import resolve_num_workers
     from comp.folds import read_folds
     from comp.train.device import setup_runtime, teardown
     from comp.tune.objective import Objective, SurplusTrial, TrialSetup
@@ -129,7 +141,7 @@ def run_worker(cfg: Config, options: TuneOptions, spec: StudySpec, budget: int,
         log(f"trial {number}: its worker is gone; marked failed and queued again with the same parameters")
     if budget_reached(study, budget):
         return
-    runtime = setup_runtime(cfg.train)
+    runtime = setup_runtime(cfg.train, resolve_num_workers(cfg.data.num_workers))
     try:
         comp = load_competition(cfg.data)
         setup = TrialSetup(
@@ -168,8 +180,8 @@ def _run_processes(cfg: Config, options: TuneOptions, spec: StudySpec, budget: i
     """``n_workers`` processes on this machine, each with its share of the cores."""
     n = options.n_workers
     cfg = cfg.model_copy(deep=True)
-    if cfg.train.threads is None:
-        cfg.train.threads = max(1, len(os.sched_getaffinity(0)) // n)
+    if cfg.train.threads in (None, "auto"):
+        cfg.train.threads = max(1, usable_cores() // n)
     if cfg.data.num_workers == "auto":
         cfg.data.num_workers = 0  # the cores are shared out between trials, not to loader processes
     ctx = multiprocessing.get_context("spawn")

@@ -28,7 +28,7 @@ from optuna.exceptions import ExperimentalWarning, UpdateFinishedTrialError
 from optuna.samplers import BaseSampler, TPESampler
 from optuna.trial import TrialState
 
-from comp.errors import CompError
+from comp.errors import TuneError
 
 WORKER_ATTR = "comp_worker"
 SURPLUS_ATTR = "surplus"
@@ -37,10 +37,6 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 CLAIMS = (*FINISHED, TrialState.RUNNING, TrialState.WAITING)
 MAX_RETRY = 3
 HEARTBEAT_S, GRACE_S = 30, 120  # RDB heartbeat; also how long a RUNNING trial may go without a worker mark
-
-
-class TuneError(CompError):
-    """A study cannot be opened or run (another config's study, a failed worker, a bad storage URL)."""
 
 
 def default_storage(tune_dir: Path) -> str:
