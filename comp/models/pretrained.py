@@ -59,7 +59,7 @@ def load_pretrained(model: nn.Module, source: str, name: str) -> LoadedWeights:
         ModelError: The file is missing or unreadable, no cached weights exist, or the weights do not fit
             (missing / unexpected keys, other shapes: the first few of each are named).
     """
-    path = _weights_path(source, name)
+    path = locate_weights(source, name)
     state = read_state_dict(path)
     if "pre_logits.fc1.weight" in state and "classifier.0.weight" in model.state_dict():
         state = timm_vgg_to_torchvision(state)
@@ -74,7 +74,13 @@ def load_pretrained(model: nn.Module, source: str, name: str) -> LoadedWeights:
     return report
 
 
-def _weights_path(source: str, name: str) -> Path:
+def locate_weights(source: str, name: str) -> Path:
+    """The weights file ``model.pretrained`` names: the hub cache (downloaded first when online), timm's
+    caches, or a local path (not read here; :func:`read_state_dict` checks it).
+
+    Raises:
+        ModelError: Hub weights that are neither cached nor reachable, or no cached ``timm-cache`` weights.
+    """
     from comp.models.hub import download_weights, is_hub_source
 
     if source == TIMM_CACHE:
