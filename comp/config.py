@@ -91,11 +91,13 @@ class ModelConfig(Section):
     """Architecture: one of ours (``resnet50``, ``vgg19_bn``) or ``timm:<name>``."""
 
     name: str = "resnet18"
-    pretrained: str | None = None  # a local weights file, or "timm-cache"
+    pretrained: str | None = None  # imagenet, a timm tag (resnet50.a1_in1k), a local weights file, or timm-cache
     activation: Literal["relu", "leaky_relu", "silu", "gelu"] = "relu"
     # None: the architecture's own default (VGG 0.5 as torchvision, ResNets 0, a timm model timm's)
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] | None = None
     zero_init_last: bool = True
+    # stochastic depth of the last residual block (earlier ones linearly less); ResNets and timm models
+    drop_path: float = Field(0.0, ge=0.0, lt=1.0)
 
 
 class AugmentConfig(Section):
@@ -113,7 +115,7 @@ class TrainConfig(Section):
 
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(64, ge=1)
-    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
+    optimizer: Literal["adamw", "adam", "nadam", "sgd"] = "adamw"
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     momentum: float = Field(0.9, ge=0, lt=1)
@@ -134,6 +136,8 @@ class TrainConfig(Section):
     seed: int = 0
     threads: Annotated[int, Field(ge=1)] | Literal["auto"] | None = "auto"
     full_epochs: int | None = Field(None, ge=1)
+    freeze_epochs: int = Field(0, ge=0)  # train only the classifier for the first N epochs (fine-tuning)
+    layer_decay: float | None = Field(None, gt=0, le=1)  # lr x decay^k for the k-th group below the head
 
     @field_validator("warmup_epochs")
     @classmethod

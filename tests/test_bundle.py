@@ -61,16 +61,17 @@ def _predict(bundle: Path, root: Path, out: Path, *extra):
                   "--out", out, *extra)
 
 
-@pytest.mark.parametrize("case", ["label+hflip", "proba+d4+geometric", "binary", "blend+ordinal"])
+@pytest.mark.parametrize("case", ["label+hflip", "proba+d4+geometric", "binary", "blend+ordinal", "blend+auto"])
 def test_predict_writes_byte_for_byte_what_submit_writes(in_tmp, make_competition, write_config, case):
-    counts = {"0": 6, "1": 6, "2": 6} if case == "blend+ordinal" else {"0": 9, "1": 9} if case == "binary" else None
+    counts = {"0": 6, "1": 6, "2": 6} if case.startswith("blend") else {"0": 9, "1": 9} if case == "binary" else None
     sample = {"proba+d4+geometric": lambda f: f.assign(cat=0.3, dog=0.3, eel=0.4).drop(columns="label"),
               "binary": lambda f: f.assign(label=0.5)}.get(case)
     root, path, cfg, comp = _competition(make_competition, write_config, counts=counts, sample=sample)
     fabricate_run(cfg, comp)
     args = {"label+hflip": ["--tta", "hflip"], "proba+d4+geometric": ["--tta", "d4", "--merge", "geometric"],
-            "binary": ["--tta", "vflip"], "blend+ordinal": ["exp", "exp2", "--weights", "2,1", "--ordinal"]}[case]
-    if case == "blend+ordinal":
+            "binary": ["--tta", "vflip"], "blend+ordinal": ["exp", "exp2", "--weights", "2,1", "--ordinal"],
+            "blend+auto": ["exp", "exp2", "--weights", "auto", "--tta", "hflip"]}[case]
+    if case.startswith("blend"):
         cfg2 = load_config(path, ["name=exp2"])
         fabricate_run(cfg2, comp, seed=5)
     submitted = invoke("submit", "--config", path, *args)
@@ -87,6 +88,8 @@ def test_predict_writes_byte_for_byte_what_submit_writes(in_tmp, make_competitio
     meta = json.loads(written.with_suffix(".json").read_text())
     assert plan["views"] and len(plan["views"]) == len(meta["views"]) and plan["merge"] == meta["merge"]
     assert plan["weights"] == meta["weights"] and plan["sample"]["kind"] == meta["target"]["kind"]
+    if case == "blend+auto":  # the fitted weights are frozen, not refitted or reset to equal
+        assert meta["weights"] == list(meta["weights_auto"]["weights"].values())
 
 
 @pytest.fixture

@@ -36,7 +36,7 @@ def test_wrong_type_names_key_value_and_type(tmp_path):
 
 
 def test_choice_lists_allowed_values(tmp_path):
-    with pytest.raises(ConfigError, match=r"train\.optimizer: 'adm' is not valid \(expected adamw, adam, sgd"):
+    with pytest.raises(ConfigError, match=r"train\.optimizer: 'adm' is not valid \(expected adamw, adam, nadam, sgd"):
         load_config(write(tmp_path, {}), ["train.optimizer=adm"])
 
 

@@ -242,3 +242,111 @@ def test_timm_cache_torch_hub_layout(caches, no_network, sources):
     save(sources["torchvision"].state_dict(), caches[1] / "resnet18-f37072fd.pth")  # torchvision's file name
     model = create_model(ModelConfig(name="resnet18", pretrained="timm-cache"), 1000, 3)
     assert (logits(model, X) - logits(sources["torchvision"], X)).abs().max() < 1e-5
+
+
+def fake_hub(cache, name: str, state: dict[str, torch.Tensor], filename: str = "model.safetensors"):
+    """Lay ``state`` out as huggingface_hub caches ``timm/<name>``: refs/main -> snapshots/<rev>/<file>."""
+    repo = cache / f"models--timm--{name}"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0123abcd")
+    (repo / "snapshots" / "0123abcd").mkdir(parents=True)
+    save(state, repo / "snapshots" / "0123abcd" / filename)
+    return repo / "snapshots" / "0123abcd" / filename
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    """An empty Hugging Face cache named the way a user names it (HF_HOME), read at call time."""
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hfhome"))
+    return tmp_path / "hfhome" / "hub"
+
+
+@pytest.mark.parametrize("source", ["imagenet", "resnet18.a1_in1k"])
+def test_hub_weights_from_the_cache_offline(hub_cache, no_network, sources, source):
+    fake_hub(hub_cache, "resnet18.a1_in1k", sources["timm"].state_dict())
+    model = create_model(ModelConfig(name="resnet18", pretrained=source), 1000, 3)
+    assert (logits(model, X) - logits(sources["timm"], X)).abs().max() < 1e-5
+
+
+def test_hub_weights_other_tag_and_new_head(hub_cache, no_network, sources):
+    fake_hub(hub_cache, "resnet18.tv_in1k", sources["torchvision"].state_dict())
+    model = create_model(ModelConfig(name="resnet18", pretrained="resnet18.tv_in1k"), 5, 3)
+    ref = sources["torchvision"].state_dict()
+    assert torch.equal(model.state_dict()["layer4.1.conv2.weight"], ref["layer4.1.conv2.weight"])
+    assert model.fc.weight.shape == (5, 512)
+
+
+def test_hub_vgg_bn_from_timm_layout(hub_cache, no_network):
+    ref = timm.create_model("vgg11_bn", pretrained=False, num_classes=10)
+    fake_hub(hub_cache, "vgg11_bn.tv_in1k", ref.state_dict())
+    model = create_model(ModelConfig(name="vgg11_bn", pretrained="imagenet"), 10, 3).eval()
+    assert torch.equal(model.state_dict()["classifier.0.weight"], ref.state_dict()["pre_logits.fc1.weight"].flatten(1))
+    assert torch.equal(model.state_dict()["features.0.weight"], ref.state_dict()["features.0.weight"])
+
+
+def test_hub_timm_model_offline(hub_cache, no_network):
+    ref = timm.create_model("resnet10t", pretrained=False)
+    fake_hub(hub_cache, "resnet10t.c3_in1k", ref.state_dict())
+    model = create_model(ModelConfig(name="timm:resnet10t", pretrained="imagenet"), 3, 3)
+    assert torch.equal(model.state_dict()["conv1.0.weight"], ref.state_dict()["conv1.0.weight"])
+
+
+def test_hub_absent_offline_says_where_and_how(hub_cache, no_network):
+    with pytest.raises(ModelError) as exc:
+        create_model(ModelConfig(name="resnet50", pretrained="imagenet"), 7, 3)
+    message = str(exc.value)
+    assert "\n" not in message
+    assert "models--timm--resnet50.a1_in1k/snapshots/*/model.safetensors" in message
+    assert str(hub_cache) in message and "HF_HUB_OFFLINE" in message
+    assert "run once on a machine with a network" in message and "model.pretrained=<path" in message
+
+
+def test_hub_tag_for_another_architecture(hub_cache, no_network):
+    with pytest.raises(ModelError, match="holds resnet50 weights but model.name=resnet18"):
+        create_model(ModelConfig(name="resnet18", pretrained="resnet50.a1_in1k"), 7, 3)
+    with pytest.raises(ModelError, match="timm has no hub weights 'resnet18.nope'"):
+        create_model(ModelConfig(name="resnet18", pretrained="resnet18.nope"), 7, 3)
+
+
+def test_hub_normalisation_from_the_tag():
+    from comp.models.factory import resolve_normalization
+
+    mean, std = resolve_normalization(ModelConfig(name="timm:vit_tiny_patch16_224", pretrained="imagenet"), None, None)
+    assert mean == (0.5, 0.5, 0.5) and std == (0.5, 0.5, 0.5)
+    mean, _ = resolve_normalization(ModelConfig(name="resnet18", pretrained="resnet18.a1_in1k"), None, None)
+    assert mean == (0.485, 0.456, 0.406)
+    mine = ModelConfig(name="resnet18", pretrained="imagenet")
+    assert resolve_normalization(mine, (0.1,) * 3, (0.2,) * 3) == ((0.1,) * 3, (0.2,) * 3)
+
+
+def test_hub_online_download_goes_through_timm(hub_cache, monkeypatch, sources, tmp_path):
+    """Online, the file comes from timm's own hf_hub_download into the HF cache (faked: no real network)."""
+    import timm.models._hub as timm_hub
+
+    calls = []
+
+    def download(repo_id, filename, revision=None, cache_dir=None, local_files_only=False):
+        calls.append((repo_id, filename, str(cache_dir), local_files_only))
+        return str(fake_hub(hub_cache, "resnet18.a1_in1k", sources["timm"].state_dict()))
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(timm_hub, "hf_hub_download", download)
+    create_model(ModelConfig(name="resnet18", pretrained="imagenet"), 1000, 3)
+    assert calls == [("timm/resnet18.a1_in1k", "model.safetensors", str(hub_cache), False)]
+
+
+def test_train_offline_without_cache_is_one_line_exit_2(tiny_project, hub_cache, no_network):
+    from click.testing import CliRunner
+
+    from comp.cli import main
+
+    project = tiny_project()
+    path = project["config"](model={"name": "resnet18", "pretrained": "imagenet"})
+    result = CliRunner().invoke(main, ["train", "--config", str(path), "--fold", "0", "--no-report"])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.output  # refused before the image cache is built
+    assert "models--timm--resnet18.a1_in1k" in lines[0] and str(hub_cache) in lines[0]
+    assert not list((project["dir"] / "runs").glob("exp/fold0/*.pt"))

@@ -55,6 +55,15 @@ def _print_auto(table, monitor: str) -> None:
     click.echo(f"--tta auto: {best.policy} with {best.merge} merge (best OOF {metric})")
 
 
+def _print_blend(blend) -> None:
+    rows = [[name, w, blend.member_scores[name]] for name, w in zip(blend.names, blend.weights)]
+    rows += [["blend, equal weights", "-", blend.equal_score], ["blend, fitted (cross-fitted)", "-", blend.blend_score]]
+    echo_table(rows, ["experiment", "weight", f"OOF {blend.metric}"])
+    weights = ", ".join(f"{n} {w:.3f}" for n, w in zip(blend.names, blend.weights))
+    click.echo(f"--weights auto: {weights} (fitted on the OOF log loss; the blend's OOF {blend.metric} above is "
+               f"cross-fitted: each fold blended with weights fitted on the others)")
+
+
 def _print_result(result, monitor: str) -> None:
     if result.auto_table:
         _print_auto(result.auto_table, monitor)
@@ -64,6 +73,8 @@ def _print_result(result, monitor: str) -> None:
         click.echo(f"ordinal cut-points {thresholds}: OOF QWK {cut.qwk_start:.4f} -> {cut.qwk_tuned:.4f} "
                    f"(argmax {cut.qwk_argmax:.4f})")
         click.echo(cut.note)
+    if result.blend is not None:
+        _print_blend(result.blend)
     click.echo(f"target: {result.target}")
     click.echo(f"{result.submission} written: {result.rows} rows, TTA {result.policy} ({len(result.views)} views), "
                f"merge {result.merge}, {result.seconds:.1f}s; probabilities in {result.probs}")
@@ -78,7 +89,8 @@ def choice_options(func):
                           "(chosen on OOF; a bare --tta means auto). Default: submit.tta."),
         click.option("--merge", type=click.Choice(MERGES), default=None,
                      help="How views, folds and experiments are merged (default: submit.merge)."),
-        click.option("--weights", default=None, metavar="W1,W2,...", help="Blend weights, one per experiment."),
+        click.option("--weights", default=None, metavar="W1,W2,...|auto",
+                     help="Blend weights, one per experiment, or auto: fitted on the OOF (cross-fitted over folds)."),
         click.option("--use-full/--no-use-full", default=None, help="Add the full/ model (default: submit.use_full)."),
         click.option("--ordinal/--no-ordinal", default=None,
                      help="Labels from QWK cut-points tuned on the OOF expected grade. Default: submit.ordinal."),
@@ -108,7 +120,7 @@ def submit_request(cfg, experiments, tta, merge, weights, use_full, ordinal, bat
         cfg.submit.batch_size = batch_size
     return SubmitRequest(
         experiments=names, tta=tta, merge=merge or cfg.submit.merge,
-        weights=parse_weights(weights, len(names)) if weights else None,
+        weights="auto" if weights == "auto" else parse_weights(weights, len(names)) if weights else None,
         use_full=cfg.submit.use_full if use_full is None else use_full,
         ordinal=cfg.submit.ordinal if ordinal is None else ordinal,
     )

@@ -54,23 +54,41 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 def resolve_normalization(cfg_model: ModelConfig, mean, std) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """``augment.mean`` / ``std`` where set; else a pretrained timm model's own (``pretrained_cfg``: 0.5 for
-    a ViT, CLIP's for CLIP weights), else ImageNet's."""
+    """``augment.mean`` / ``std`` where set; else the pretrained weights' own (timm's ``pretrained_cfg`` of the
+    hub tag, or of a pretrained ``timm:`` model: 0.5 for a ViT, CLIP's for CLIP weights), else ImageNet's."""
     default_mean, default_std = IMAGENET_MEAN, IMAGENET_STD
-    if cfg_model.name.startswith(TIMM_PREFIX) and cfg_model.pretrained:
-        from timm.models import get_pretrained_cfg
-
-        pretrained = get_pretrained_cfg(cfg_model.name[len(TIMM_PREFIX):])
-        if pretrained is not None and pretrained.mean and pretrained.std:
-            default_mean, default_std = tuple(pretrained.mean), tuple(pretrained.std)
+    pretrained = _pretrained_cfg(cfg_model)
+    if pretrained is not None and pretrained.mean and pretrained.std:
+        default_mean, default_std = tuple(pretrained.mean), tuple(pretrained.std)
     return tuple(mean or default_mean), tuple(std or default_std)
+
+
+def _pretrained_cfg(cfg_model: ModelConfig):
+    """timm's pretrained config behind ``model.pretrained`` (``None`` for a local file on one of ours)."""
+    from comp.models.hub import is_hub_source
+
+    source = cfg_model.pretrained
+    if not source:
+        return None
+    from timm.models import get_pretrained_cfg
+
+    name = cfg_model.name.removeprefix(TIMM_PREFIX)
+    if is_hub_source(source) and source != "imagenet":
+        name = source
+    elif not (is_hub_source(source) or cfg_model.name.startswith(TIMM_PREFIX)):
+        return None
+    try:
+        return get_pretrained_cfg(name)
+    except RuntimeError:  # an unknown tag: create_model names it in a clean error
+        return None
 
 
 def create_model(cfg_model: ModelConfig, num_classes: int, in_chans: int) -> nn.Module:
     """Build the model a config asks for, and load its pretrained weights if any.
 
-    Ours take ``activation`` and ``dropout`` (ResNets also ``zero_init_last``); a ``timm:`` model takes
-    ``dropout`` (timm's ``drop_rate``) and, when it is not ``relu``, ``activation`` (timm's ``act_layer``),
+    Ours take ``activation`` and ``dropout`` (ResNets also ``zero_init_last`` and ``drop_path``); a ``timm:``
+    model takes ``dropout`` (timm's ``drop_rate``), ``drop_path`` (``drop_path_rate``) and, when it is not
+    ``relu``, ``activation`` (timm's ``act_layer``),
     and keeps timm's own init.
 
     Args:
@@ -96,6 +114,10 @@ def create_model(cfg_model: ModelConfig, num_classes: int, in_chans: int) -> nn.
             kwargs["drop_rate"] = cfg_model.dropout
         if name.startswith("resnet"):
             kwargs["zero_init_last"] = cfg_model.zero_init_last
+            kwargs["drop_path_rate"] = cfg_model.drop_path
+        elif cfg_model.drop_path:
+            raise ModelError(f"model.drop_path={cfg_model.drop_path}: {name} has no residual branches to drop; "
+                             "set model.drop_path=0 or use a resnet")
         model = MODELS[name](**kwargs)
     if cfg_model.pretrained:
         from comp.models.pretrained import load_pretrained
@@ -116,10 +138,12 @@ def _create_timm(arch: str, cfg_model: ModelConfig, num_classes: int, in_chans: 
         kwargs["drop_rate"] = cfg_model.dropout
     if cfg_model.activation != "relu":
         kwargs["act_layer"] = cfg_model.activation
+    if cfg_model.drop_path:
+        kwargs["drop_path_rate"] = cfg_model.drop_path
     try:
         return timm.create_model(arch, **kwargs)
     except TypeError as exc:
         raise ModelError(
-            f"model.name={TIMM_PREFIX}{arch} does not accept model.activation/model.dropout ({exc}); "
-            "leave them at relu / null for this model"
+            f"model.name={TIMM_PREFIX}{arch} does not accept model.activation/dropout/drop_path ({exc}); "
+            "leave them at relu / null / 0 for this model"
         ) from None

@@ -34,3 +34,25 @@ def create_act(name: str, inplace: bool = True) -> nn.Module:
     if name == "gelu":
         return nn.GELU()
     raise ModelError(f"activation {name!r} is unknown; use one of {', '.join(ACTIVATIONS)}")
+
+
+class DropPath(nn.Module):
+    """Stochastic depth (Huang et al. 2016): zero a residual branch per sample with probability ``p``.
+
+    The kept branches are scaled by ``1 / (1 - p)`` so the expected output is unchanged; identity in eval.
+    No parameters, so a model with and without it share one state dict (timm's ``DropPath`` does the same).
+    """
+
+    def __init__(self, p: float = 0.0):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x):
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.p
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)  # (B, 1, 1, 1)
+        return x * mask.div_(keep)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"

@@ -1,6 +1,8 @@
-"""Pretrained weights from a local file or from timm's local cache: nothing is ever downloaded.
+"""Pretrained weights from the Hugging Face hub (as timm gets them), a local file, or timm's local cache.
 
-``model.pretrained`` is either a path (``.pth``/``.pt``/``.bin``/``.safetensors``; timm or torchvision
+``model.pretrained`` is ``imagenet`` or a timm tag (``resnet50.a1_in1k``: downloaded once into the
+Hugging Face cache, read from it offline; :mod:`comp.models.hub`), a path
+(``.pth``/``.pt``/``.bin``/``.safetensors``; timm or torchvision
 naming; a bare state dict or one nested under ``state_dict`` / ``model``; a DDP ``module.`` prefix is
 stripped) or ``timm-cache``, the weights timm would use if they are already in the Hugging Face or
 torch hub cache on this machine. A classifier with another class count is left at its fresh init and
@@ -47,7 +49,7 @@ def load_pretrained(model: nn.Module, source: str, name: str) -> LoadedWeights:
     Args:
         model: One of ours, or a timm model (both carry ``pretrained_cfg`` with ``first_conv`` and
             ``classifier`` module names).
-        source: A weights file path, or ``"timm-cache"``.
+        source: ``imagenet``, a timm tag (``resnet50.a1_in1k``), a weights file path, or ``"timm-cache"``.
         name: ``model.name`` (``resnet50``, ``timm:convnext_tiny``): used to find cached weights and in messages.
 
     Returns:
@@ -57,7 +59,7 @@ def load_pretrained(model: nn.Module, source: str, name: str) -> LoadedWeights:
         ModelError: The file is missing or unreadable, no cached weights exist, or the weights do not fit
             (missing / unexpected keys, other shapes: the first few of each are named).
     """
-    path = find_cached_weights(name) if source == TIMM_CACHE else Path(source).expanduser()
+    path = locate_weights(source, name)
     state = read_state_dict(path)
     if "pre_logits.fc1.weight" in state and "classifier.0.weight" in model.state_dict():
         state = timm_vgg_to_torchvision(state)
@@ -70,6 +72,22 @@ def load_pretrained(model: nn.Module, source: str, name: str) -> LoadedWeights:
     _check_fit(state, target, reset, path, name)
     model.load_state_dict(state, strict=False)  # only the reset classifier (and old BN counters) may be absent
     return report
+
+
+def locate_weights(source: str, name: str) -> Path:
+    """The weights file ``model.pretrained`` names: the hub cache (downloaded first when online), timm's
+    caches, or a local path (not read here; :func:`read_state_dict` checks it).
+
+    Raises:
+        ModelError: Hub weights that are neither cached nor reachable, or no cached ``timm-cache`` weights.
+    """
+    from comp.models.hub import download_weights, is_hub_source
+
+    if source == TIMM_CACHE:
+        return find_cached_weights(name)
+    if is_hub_source(source):
+        return download_weights(source, name)
+    return Path(source).expanduser()
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:

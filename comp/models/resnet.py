@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from comp.models.layers import create_act
+from comp.models.layers import DropPath, create_act
 
 
 def conv3x3(in_chs: int, out_chs: int, stride: int = 1) -> nn.Conv2d:
@@ -33,12 +33,13 @@ class BasicBlock(nn.Module):
         stride: Stride of the first convolution.
         downsample: Projection of the shortcut when the shape changes (``conv1x1`` + BN), else ``None``.
         act: Activation name.
+        drop_path: Stochastic depth: probability of dropping the residual branch for a sample.
     """
 
     expansion = 1
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
-                 act: str = "relu") -> None:
+                 act: str = "relu", drop_path: float = 0.0) -> None:
         super().__init__()
         self.conv1 = conv3x3(inplanes, planes, stride)
         self.bn1 = nn.BatchNorm2d(planes)
@@ -47,6 +48,7 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(planes)
         self.act2 = create_act(act)
         self.downsample = downsample
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else None
 
     def zero_init_last(self) -> None:
         """Zero the last BN scale so the block starts as the identity."""
@@ -56,6 +58,8 @@ class BasicBlock(nn.Module):
         shortcut = x if self.downsample is None else self.downsample(x)  # (B, C', H/s, W/s)
         x = self.act1(self.bn1(self.conv1(x)))  # (B, C', H/s, W/s)
         x = self.bn2(self.conv2(x))
+        if self.drop_path is not None:
+            x = self.drop_path(x)
         x += shortcut  # in place: bn2's output is not needed by its backward
         return self.act2(x)
 
@@ -69,12 +73,13 @@ class Bottleneck(nn.Module):
         stride: Stride of the 3x3 convolution.
         downsample: Projection of the shortcut when the shape changes (``conv1x1`` + BN), else ``None``.
         act: Activation name.
+        drop_path: Stochastic depth: probability of dropping the residual branch for a sample.
     """
 
     expansion = 4
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
-                 act: str = "relu") -> None:
+                 act: str = "relu", drop_path: float = 0.0) -> None:
         super().__init__()
         outplanes = planes * self.expansion
         self.conv1 = conv1x1(inplanes, planes)
@@ -87,6 +92,7 @@ class Bottleneck(nn.Module):
         self.bn3 = nn.BatchNorm2d(outplanes)
         self.act3 = create_act(act)
         self.downsample = downsample
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else None
 
     def zero_init_last(self) -> None:
         """Zero the last BN scale so the block starts as the identity."""
@@ -97,6 +103,8 @@ class Bottleneck(nn.Module):
         x = self.act1(self.bn1(self.conv1(x)))  # (B, P, H, W)
         x = self.act2(self.bn2(self.conv2(x)))  # (B, P, H/s, W/s)
         x = self.bn3(self.conv3(x))  # (B, 4P, H/s, W/s)
+        if self.drop_path is not None:
+            x = self.drop_path(x)
         x += shortcut
         return self.act3(x)
 
@@ -104,7 +112,8 @@ class Bottleneck(nn.Module):
 Block = type[BasicBlock] | type[Bottleneck]
 
 
-def make_stage(block: Block, inplanes: int, planes: int, depth: int, stride: int, act: str) -> nn.Sequential:
+def make_stage(block: Block, inplanes: int, planes: int, depth: int, stride: int, act: str,
+               drop_paths: list[float] | None = None) -> nn.Sequential:
     """One stage (``layerN``): ``depth`` blocks, the first one carrying the stride and the projection.
 
     Args:
@@ -114,16 +123,18 @@ def make_stage(block: Block, inplanes: int, planes: int, depth: int, stride: int
         depth: Number of blocks.
         stride: Stride of the first block (1 for ``layer1``, 2 for the others).
         act: Activation name.
+        drop_paths: Stochastic-depth probability of each block (default: none).
 
     Returns:
         The stage as an ``nn.Sequential`` of blocks.
     """
+    drop_paths = drop_paths or [0.0] * depth
     outplanes = planes * block.expansion
     downsample = None
     if stride != 1 or inplanes != outplanes:
         downsample = nn.Sequential(conv1x1(inplanes, outplanes, stride), nn.BatchNorm2d(outplanes))
-    blocks = [block(inplanes, planes, stride, downsample, act)]
-    blocks += [block(outplanes, planes, 1, None, act) for _ in range(depth - 1)]
+    blocks = [block(inplanes, planes, stride, downsample, act, drop_paths[0])]
+    blocks += [block(outplanes, planes, 1, None, act, drop_paths[i]) for i in range(1, depth)]
     return nn.Sequential(*blocks)
 
 
@@ -138,10 +149,13 @@ class ResNet(nn.Module):
         act: Activation name (``relu``, ``leaky_relu``, ``silu``, ``gelu``).
         drop_rate: Dropout probability before the classifier.
         zero_init_last: Zero the last BN scale of every block (each block starts as the identity).
+        drop_path_rate: Stochastic depth of the last block; earlier blocks get linearly less, the first none
+            (timm's rule, ``rate * i / (blocks - 1)``).
     """
 
     def __init__(self, block: Block, layers: tuple[int, int, int, int], num_classes: int = 1000,
-                 in_chans: int = 3, act: str = "relu", drop_rate: float = 0.0, zero_init_last: bool = True) -> None:
+                 in_chans: int = 3, act: str = "relu", drop_rate: float = 0.0, zero_init_last: bool = True,
+                 drop_path_rate: float = 0.0) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.in_chans = in_chans
@@ -153,10 +167,12 @@ class ResNet(nn.Module):
         self.act1 = create_act(act)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
 
-        inplanes = 64
+        inplanes, total, first = 64, sum(layers), 0
         for i, (planes, depth) in enumerate(zip((64, 128, 256, 512), layers)):
-            self.add_module(f"layer{i + 1}", make_stage(block, inplanes, planes, depth, 1 if i == 0 else 2, act))
-            inplanes = planes * block.expansion
+            rates = [drop_path_rate * (first + j) / max(1, total - 1) for j in range(depth)]
+            self.add_module(f"layer{i + 1}", make_stage(block, inplanes, planes, depth, 1 if i == 0 else 2, act,
+                                                        rates))
+            inplanes, first = planes * block.expansion, first + depth
         self.num_features = inplanes
         self.fc = nn.Linear(inplanes, num_classes) if num_classes > 0 else nn.Identity()
         self.init_weights(zero_init_last)
@@ -170,6 +186,10 @@ class ResNet(nn.Module):
             for m in self.modules():
                 if isinstance(m, (BasicBlock, Bottleneck)):
                     m.zero_init_last()
+
+    def group_matcher(self, coarse: bool = False) -> dict[str, str]:
+        """Parameter groups from the stem to the head, as timm's ResNet (for ``train.layer_decay``)."""
+        return dict(stem=r"^conv1|bn1|maxpool", blocks=r"^layer(\d+)" if coarse else r"^layer(\d+)\.(\d+)")
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Stem and the four stages: (B, in_chans, H, W) -> (B, num_features, H/32, W/32)."""
@@ -199,7 +219,7 @@ class ResNet(nn.Module):
 
 
 def build_resnet(block: Block, layers: tuple[int, int, int, int], **kwargs) -> ResNet:
-    """Build a :class:`ResNet`; ``kwargs`` are its ``num_classes, in_chans, act, drop_rate, zero_init_last``."""
+    """Build a ResNet; ``kwargs``: ``num_classes, in_chans, act, drop_rate, zero_init_last, drop_path_rate``."""
     return ResNet(block, layers, **kwargs)
 
 

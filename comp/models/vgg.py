@@ -89,6 +89,10 @@ class VGG(nn.Module):
                 nn.init.normal_(m.weight, 0, 0.01)
                 nn.init.zeros_(m.bias)
 
+    def group_matcher(self, coarse: bool = False) -> dict[str, str]:
+        """Parameter groups from the stem to the head, as timm's VGG (for ``train.layer_decay``)."""
+        return dict(stem=r"^features\.0", blocks=r"^features\.(\d+)")
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Convolutional trunk: (B, in_chans, H, W) -> (B, 512, H/32, W/32)."""
         return self.features(x)

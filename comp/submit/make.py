@@ -20,7 +20,8 @@ from comp.config import Config
 from comp.errors import SubmitError
 from comp.io import atomic_write_texts
 from comp.lock import experiment_lock
-from comp.predict.ensemble import merge_probs, normalize_weights
+from comp.predict.blend import BlendFit, crossfit_blend
+from comp.predict.ensemble import merge_logits, merge_probs, normalize_weights
 from comp.predict.ordinal import CutPoints, apply_cutpoints, crossfit_cutpoints, expected_grade
 from comp.predict.select import PolicyScore, auto_policies, blend_oof, score_policies, union_views
 from comp.predict.tta import IDENTITY, parse_tta
@@ -39,7 +40,8 @@ class SubmitRequest:
         experiments: Experiment names (runs/<name>); several are blended.
         tta: A TTA policy (:func:`comp.predict.tta.parse_tta`) or ``auto`` (chosen on OOF).
         merge: ``mean``, ``geometric`` or ``logits`` for views, folds and experiments (``auto`` chooses it).
-        weights: One blend weight per experiment (normalised); None: equal.
+        weights: One blend weight per experiment (normalised); None: equal; ``"auto"``: fitted on the OOF
+            (:mod:`comp.predict.blend`).
         use_full: Add each experiment's ``full/`` model to its fold models.
         ordinal: Labels from QWK cut-points on the OOF expected grade, cross-fitted over the folds (kept
             only if they beat the start points out of fold).
@@ -48,7 +50,7 @@ class SubmitRequest:
     experiments: list[str]
     tta: str = "none"
     merge: str = "mean"
-    weights: list[float] | None = None
+    weights: list[float] | str | None = None
     use_full: bool = False
     ordinal: bool = False
 
@@ -69,6 +71,7 @@ class SubmitResult:
     target: str = ""
     oof: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
+    blend: BlendFit | None = None
 
 
 @dataclass
@@ -95,6 +98,7 @@ class SubmitPlan:
         auto_table: The ``--tta auto`` table, or None.
         cut: The ``--ordinal`` cut-points (cross-fitted on the OOF), or None.
         oof: The OOF predictions scored as the submission file will be.
+        blend: The ``--weights auto`` fit (its weights are ``ctx.weights``), or None.
     """
 
     ctx: _Context
@@ -104,6 +108,7 @@ class SubmitPlan:
     auto_table: list[PolicyScore] | None
     cut: CutPoints | None
     oof: dict[str, float]
+    blend: BlendFit | None = None
 
 
 def _load(cfg: Config, request: SubmitRequest, settings, runs_dir: Path) -> _Context:
@@ -112,7 +117,11 @@ def _load(cfg: Config, request: SubmitRequest, settings, runs_dir: Path) -> _Con
 
     if not request.experiments:
         raise SubmitError("no experiment to submit; name one, e.g. comp submit exp1")
-    weights = normalize_weights(request.weights or [1.0] * len(request.experiments), len(request.experiments))
+    if request.weights == "auto" and len(request.experiments) < 2:
+        raise SubmitError(f"--weights auto: {request.experiments[0]} alone has nothing to blend; name two or more "
+                          f"experiments (comp submit exp1 exp2 --weights auto) or drop --weights")
+    given = request.weights if isinstance(request.weights, list) else None  # "auto": equal until fitted
+    weights = normalize_weights(given or [1.0] * len(request.experiments), len(request.experiments))
     comp = load_competition(cfg.data)
     if request.ordinal:
         comp.require_order("--ordinal")
@@ -186,9 +195,41 @@ def plan_submission(cfg: Config, request: SubmitRequest, settings=None, runs_dir
     y = ctx.comp.train["target"].to_numpy()
     policy, mode, table, oof = _choose_policy(ctx, request, y)
     views = parse_tta(policy)
+    blend = None
+    if request.weights == "auto":
+        blend = _fit_blend(ctx, views, mode, y)
+        ctx.weights, oof = blend.weights, blend.oof  # the test uses the weights; the OOF is cross-fitted
     oof, cut = _oof_and_cutpoints(ctx, request, views, mode, oof, y)
     oof_labels = None if cut is None else cut.oof_pred  # each held-out fold cut by points fitted on the others
-    return SubmitPlan(ctx, policy, mode, views, table, cut, _oof_metrics(ctx.fmt, oof, y, oof_labels))
+    return SubmitPlan(ctx, policy, mode, views, table, cut, _oof_metrics(ctx.fmt, oof, y, oof_labels), blend)
+
+
+def _member_oofs(ctx: _Context, views: list, mode: str) -> np.ndarray:
+    """(M, N, C): each experiment's OOF probabilities under the chosen views (its oof.csv without TTA)."""
+    import torch
+
+    from comp.predict.runs import read_oof_probs
+
+    if views == [IDENTITY]:
+        stored = [read_oof_probs(e, ctx.comp) for e in ctx.experiments]
+        if all(p is not None for p in stored):
+            return np.stack(stored).astype(np.float64)
+    per_exp = [merge_logits(torch.from_numpy(np.ascontiguousarray(v.transpose(1, 0, 2))), mode).double().numpy()
+               for v in _oof_view_logits(ctx, views)]
+    return np.stack(per_exp)
+
+
+def _fit_blend(ctx: _Context, views: list, mode: str, y: np.ndarray) -> BlendFit:
+    """``--weights auto``: weights fitted on the OOF, cross-fitted over the folds for an honest score."""
+    from comp.predict.select import monitored_metric
+
+    metric = monitored_metric(ctx.cfg.train.monitor)
+
+    def score(probs: np.ndarray) -> tuple[str, float]:
+        return metric, _oof_metrics(ctx.fmt, probs, y, None)[metric]
+
+    folds = ctx.experiments[0].folds.frame["fold"].to_numpy()
+    return crossfit_blend(_member_oofs(ctx, views, mode), y, folds, mode, [e.name for e in ctx.experiments], score)
 
 
 def make_submission(cfg: Config, request: SubmitRequest, settings=None, out_dir: Path = SUBMISSIONS_DIR,
@@ -227,6 +268,7 @@ def _write(plan: SubmitPlan, request: SubmitRequest, out_dir: Path) -> SubmitRes
     result, texts = _render(ctx, request, ids, probs, labels, plan.views, out_dir)
     result.policy, result.merge, result.auto_table = plan.policy, plan.merge, plan.auto_table
     result.cutpoints = plan.cut
+    result.blend = plan.blend
     result.target = f"{ctx.fmt.kind} ({ctx.fmt.reason})"
     result.oof = plan.oof
     texts[result.meta] = _meta_text(result, ctx, request)
@@ -300,5 +342,6 @@ def _meta_text(result: SubmitResult, ctx: _Context, request: SubmitRequest) -> s
             "kept": cut.kept,
         },
         "oof": result.oof,
+        "weights_auto": None if result.blend is None else result.blend.to_json(),
     }
     return json.dumps(meta, indent=2) + "\n"

@@ -17,6 +17,12 @@ def setting_warnings(cfg: Config, total_steps: int, distributed: bool = False) -
                      f"{t.sampler_strength} both correct the class imbalance: rare classes are up-weighted twice")
     if t.sync_bn and not distributed:
         lines.append("warning: train.sync_bn=true does nothing outside torchrun (one process); it is ignored")
+    if t.freeze_epochs and t.freeze_epochs >= t.epochs:
+        lines.append(f"warning: train.freeze_epochs={t.freeze_epochs} >= train.epochs={t.epochs}: only the "
+                     f"classifier ever trains (a linear probe); lower train.freeze_epochs to fine-tune the rest")
+    if t.freeze_epochs and not cfg.model.pretrained:
+        lines.append(f"warning: train.freeze_epochs={t.freeze_epochs} with model.pretrained unset freezes a "
+                     f"random backbone; set model.pretrained or train.freeze_epochs=0")
     return [line for line in lines if line]
 
 

@@ -17,13 +17,14 @@ from torch import nn
 from comp.competition import Competition
 from comp.config import Config
 from comp.data import derive_seed, start_epoch
-from comp.errors import CheckpointError
+from comp.errors import CheckpointError, TrainError
 from comp.io import atomic_write_text
 from comp.models.factory import create_model, resolve_normalization
 from comp.train.checkpoint import capture_rng, check_checkpoint, load_checkpoint, restore_rng, save_checkpoint
 from comp.train.checks import setting_warnings, use_sync_bn
 from comp.train.device import Runtime, broadcast_from_main
 from comp.train.engine import StepContext, evaluate, train_one_epoch
+from comp.train.finetune import set_backbone_frozen
 from comp.train.loaders import build_fold_loaders
 from comp.train.metrics import HIGHER_IS_BETTER, is_better
 from comp.train.optim import ModelEma, create_criterion, create_optimizer, create_scheduler
@@ -96,6 +97,9 @@ class FoldTrainer:
         self.loaders = build_fold_loaders(cfg, comp, spec.train_idx, spec.valid_idx, runtime,
                                           seed=derive_seed(*key, "data"))
         self.model = prepare_model(cfg, comp.num_classes, runtime)
+        if cfg.train.freeze_epochs and runtime.distributed:
+            raise TrainError("train.freeze_epochs: DDP needs every parameter's gradient on every step; "
+                             "set train.freeze_epochs=0 or train on one device")
         self.wrapped = _wrap(self.model, cfg, runtime)
         optimizer = create_optimizer(self.model, cfg.train, runtime.device)
         scheduler = create_scheduler(optimizer, cfg.train, len(self.loaders.train), spec.epochs)
@@ -184,6 +188,8 @@ class FoldTrainer:
         for epoch in range(self.start_epoch, self.spec.epochs):
             if self.finished:
                 break
+            if self.cfg.train.freeze_epochs:  # set from the epoch alone, so a resumed run freezes the same way
+                set_backbone_frozen(self.model, epoch < self.cfg.train.freeze_epochs)
             row = {"epoch": epoch + 1, "lr": self.ctx.optimizer.param_groups[0]["lr"]}
             row.update(train_one_epoch(self.wrapped, self.loaders.train, epoch, self.ctx, ahead))
             ahead = self._start_ahead(epoch + 1)

@@ -22,17 +22,25 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def create_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device, lr: float | None = None):
-    """AdamW, Adam or SGD (momentum, nesterov), with fused kernels on CUDA and CPU.
+    """AdamW, Adam, NAdam or SGD (momentum, nesterov), with fused kernels on CUDA and CPU.
 
     The fused CPU kernel (torch >= 2.4) ran resnet18's AdamW update 2.8x faster than ``foreach`` here;
-    other devices (MPS) fall back to ``foreach``.
+    other devices (MPS), and NAdam (no fused kernel), use ``foreach``. With ``train.layer_decay`` each
+    depth gets its own learning rate (:func:`comp.train.finetune.layer_decay_groups`).
     """
-    groups = param_groups(model, cfg.weight_decay)
     lr = cfg.lr if lr is None else lr
-    fast = {"fused": True} if device.type in ("cuda", "cpu") else {"foreach": True}
+    if cfg.layer_decay is not None and cfg.layer_decay < 1:
+        from comp.train.finetune import layer_decay_groups
+
+        groups = layer_decay_groups(model, lr, cfg.weight_decay, cfg.layer_decay)
+    else:
+        groups = param_groups(model, cfg.weight_decay)
+    fast = {"fused": True} if device.type in ("cuda", "cpu") and cfg.optimizer != "nadam" else {"foreach": True}
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
                                **fast)
+    if cfg.optimizer == "nadam":  # the flowers report's optimiser; L2 weight decay as Keras' and torch's default
+        return torch.optim.NAdam(groups, lr=lr, **fast)
     cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
     return cls(groups, lr=lr, **fast)
 

@@ -171,6 +171,10 @@ def run_training(cfg: Config, fold: str = "all", resume: bool = False, full: boo
         CompError: bad competition folder, folds file, checkpoint, or a failed fold.
     """
     check_name(cfg.model.name)  # a typo in the model fails now, not after the data is checked
+    if cfg.model.pretrained:  # so do weights that are neither cached nor downloadable: before the cache build
+        from comp.models.pretrained import locate_weights
+
+        locate_weights(cfg.model.pretrained, cfg.model.name)
     runtime = setup_runtime(cfg.train, resolve_num_workers(cfg.data.num_workers))
     try:
         with experiment_lock(cfg.run_dir) if runtime.is_main else contextlib.nullcontext():
