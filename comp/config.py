@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from comp.errors import ConfigError
 
 DEFAULT_CONFIG = Path("configs/demo.yaml")
+CACHE_MARGIN = 1.15  # default data.cache_size / data.image_size
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "bmp", "tif", "tiff")
 
 
@@ -56,6 +57,13 @@ class DataConfig(Section):
     classes: list[str | int | float] | None = None  # the class order (grades); None: numeric, else sorted
     image_size: int = Field(32, ge=8, le=4096)
     channels: Literal[1, 3] = 3
+    # How the cached square is made: squash (resize, aspect lost), pad (letterbox), crop (centre of the short side)
+    resize: Literal["squash", "pad", "crop"] = "squash"
+    # Side of the cached square (a margin the training crops and TTA scales draw from); None: 1.15 x image_size
+    cache_size: int | None = Field(None, ge=8, le=4096)
+    crop_border: bool | None = None  # trim a dark border before resizing; None: on with augment.preset=fundus
+    border_threshold: int = Field(10, ge=0, le=254)  # a pixel is content above this (brightest channel, 0-255)
+    ben_graham: bool = False  # 4 * img - 4 * blur(img) + 128 after resizing (retina photos)
     cache_dir: Path = Path(".cache/images")
     num_workers: Annotated[int, Field(ge=0)] | Literal["auto"] = "auto"
 
@@ -75,6 +83,24 @@ class DataConfig(Section):
         from comp.classes import normalize_declared
 
         return None if v is None else normalize_declared(v)
+
+    @field_validator("cache_size")
+    @classmethod
+    def _cache_not_smaller(cls, v: int | None, info) -> int | None:
+        size = info.data.get("image_size")
+        if v is not None and size is not None and v < size:
+            raise ValueError(f"must be at least data.image_size ({size}): views are cropped from the cached image")
+        return v
+
+    @property
+    def cache_side(self) -> int:
+        """Side of the cached square: ``cache_size``, or a 15% margin over ``image_size``."""
+        return self.cache_size if self.cache_size is not None else round(CACHE_MARGIN * self.image_size)
+
+    @property
+    def trims_border(self) -> bool:
+        """Whether the dark border is trimmed (``crop_border``; None resolves with the preset, see Config)."""
+        return bool(self.crop_border)
 
 
 class FoldsConfig(Section):
@@ -97,6 +123,8 @@ class ModelConfig(Section):
     # None: the architecture's own default (VGG 0.5 as torchvision, ResNets 0, a timm model timm's)
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] | None = None
     zero_init_last: bool = True
+    # regress: one output, the grade (class index in data.classes order), SmoothL1; labels from tuned cut-points
+    head: Literal["classify", "regress"] = "classify"
 
 
 class AugmentConfig(Section):
@@ -107,6 +135,10 @@ class AugmentConfig(Section):
     # None: the pretrained timm model's own (its pretrained_cfg), else ImageNet's (comp.models.factory)
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
+    # The training view of the cached image: random (an image_size square anywhere in it), rrc
+    # (RandomResizedCrop), centre (the validation view); None: rrc with the medium and fundus presets, else random
+    crop: Literal["random", "rrc", "centre"] | None = None
+    crop_scale: tuple[float, float] | None = None  # rrc's area range; None: the preset's (0.25-1, fundus 0.5-1)
 
 
 class TrainConfig(Section):
@@ -135,6 +167,10 @@ class TrainConfig(Section):
     seed: int = 0
     threads: int | None = Field(None, ge=1)
     full_epochs: int | None = Field(None, ge=1)
+    mixup: float = Field(0.0, ge=0)  # Beta(alpha, alpha) of mixup, as timm's --mixup; 0: off
+    cutmix: float = Field(0.0, ge=0)  # likewise CutMix (both on: each batch picks one, half and half)
+    mix_prob: float = Field(1.0, ge=0, le=1)  # share of batches mixed
+    mix_off_epoch: int | None = Field(None, ge=0)  # epochs from this one on are not mixed (timm's mixup_off_epoch)
 
     @field_validator("warmup_epochs")
     @classmethod
@@ -191,6 +227,20 @@ class Config(Section):
     submit: SubmitConfig = Field(default_factory=SubmitConfig)
 
     _plain = field_validator("name")(classmethod(lambda cls, v: _plain_name(v)))
+
+    @model_validator(mode="after")
+    def _resolve_across_sections(self) -> Config:
+        """Defaults one section takes from another, and settings a regression head would ignore."""
+        if self.data.crop_border is None:
+            self.data.crop_border = self.augment.preset == "fundus"
+        if self.model.head == "regress":
+            if self.train.label_smoothing:
+                raise ValueError("train.label_smoothing: a regression head has no class probabilities to smooth; "
+                                 "set it to 0 or use model.head=classify")
+            if self.train.monitor in ("auc", "logloss"):
+                raise ValueError(f"train.monitor: {self.train.monitor} needs class probabilities; a regression "
+                                 f"head is monitored with qwk, accuracy, f1 or loss")
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (paths as strings, tuples as lists)."""
@@ -259,6 +309,8 @@ def _describe_error(err: dict[str, Any], source: str, overridden: set[str], over
     parts = tuple(p for p in err["loc"] if isinstance(p, int) or str(p).isidentifier())
     loc = ".".join(str(p) for p in parts)
     where = override_source if any(loc == k or loc.startswith(k + ".") for k in overridden) else source
+    if not loc:  # a rule across sections (Config's model validator): its message names the key
+        return f"{source}: {err['msg'].removeprefix('Value error, ')}"
     if err["type"] == "extra_forbidden":
         keys = _valid_keys(Config)
         close = difflib.get_close_matches(loc, keys, n=1, cutoff=0.6)

@@ -26,6 +26,7 @@ from comp.train.device import Runtime, broadcast_from_main
 from comp.train.engine import StepContext, evaluate, train_one_epoch
 from comp.train.loaders import build_fold_loaders
 from comp.train.metrics import HIGHER_IS_BETTER, is_better
+from comp.train.mixing import SoftTargetCE, create_mixer
 from comp.train.optim import ModelEma, create_criterion, create_optimizer, create_scheduler
 
 EpochCallback = Callable[[int, dict], None]  # (epoch, history row); may raise to stop (e.g. optuna pruning)
@@ -72,6 +73,10 @@ def prepare_model(cfg: Config, num_classes: int, runtime: Runtime) -> nn.Module:
     return model
 
 
+def _on(weights: torch.Tensor | None, runtime: Runtime) -> torch.Tensor | None:
+    return None if weights is None else weights.to(device=runtime.device, dtype=torch.float32)
+
+
 def _wrap(model: nn.Module, cfg: Config, runtime: Runtime) -> nn.Module:
     """DDP (with SyncBatchNorm per ``train.sync_bn``) and torch.compile wrappers around the bare model (the
     bare one owns the state dict)."""
@@ -106,7 +111,9 @@ class FoldTrainer:
             **dict(zip(("mean", "std"), resolve_normalization(cfg.model, cfg.augment.mean, cfg.augment.std))),
             channels_last=cfg.train.channels_last,
             grad_clip=cfg.train.grad_clip, ema=ModelEma(self.model, cfg.train.ema) if cfg.train.ema else None,
-            label=f"fold {spec.fold}",
+            label=f"fold {spec.fold}", image_size=cfg.data.image_size,
+            mixer=create_mixer(cfg.train, comp.num_classes, derive_seed(*key, "mix")),
+            soft_criterion=SoftTargetCE(_on(self.loaders.loss_weights, runtime), cfg.train.label_smoothing),
         )
         self.history: list[dict] = []
         self.best_score: float | None = None

@@ -12,10 +12,10 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from comp.competition import Competition
 from comp.config import Config
 from comp.data import (
-    ImageCache,
     ImageDataset,
     build_transforms,
     class_weights,
+    create_cache,
     create_loader,
     make_sampler,
     resolve_num_workers,
@@ -73,12 +73,12 @@ def _train_sampler(labels: np.ndarray, cfg: Config, runtime: Runtime) -> tuple[S
 def build_fold_loaders(cfg: Config, comp: Competition, train_idx: np.ndarray, valid_idx: np.ndarray | None,
                        runtime: Runtime, seed: int) -> FoldLoaders:
     """Training and validation loaders of one fold (validation None for a full fit)."""
-    cache = ImageCache(cfg.data.cache_dir, cfg.data.image_size, cfg.data.channels,
-                       memory=len(comp.train) * cfg.data.image_size**2 * cfg.data.channels < 2**30)
+    cache = create_cache(cfg.data, memory=len(comp.train) * cfg.data.cache_side**2 * cfg.data.channels < 2**30)
     paths = comp.train["path"].to_numpy()
     targets = comp.train["target"].to_numpy()
     workers = resolve_num_workers(cfg.data.num_workers)
-    train_ds = ImageDataset(paths[train_idx], targets[train_idx], cache, build_transforms(cfg.augment, train=True))
+    transform = build_transforms(cfg.augment, train=True, size=cfg.data.image_size)
+    train_ds = ImageDataset(paths[train_idx], targets[train_idx], cache, transform)
     sampler, shuffle = _train_sampler(targets[train_idx], cfg, runtime)
     per_rank_batch = max(1, cfg.train.batch_size // runtime.world_size)
     train = create_loader(train_ds, per_rank_batch, shuffle=shuffle, sampler=sampler,
