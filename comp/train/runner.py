@@ -177,6 +177,8 @@ def _train(cfg: Config, runtime: Runtime, fold: str, resume: bool, full: bool, f
     comp = load_competition(cfg.data)
     if cfg.train.monitor == "qwk":
         comp.require_order("train.monitor: qwk")
+    if cfg.model.head == "regress":
+        comp.require_order("model.head: regress")
     folds = read_folds(cfg.folds.name, comp, k=cfg.folds.k)
     run_dir, fhash, chash = cfg.run_dir, folds_hash(cfg.folds.name), training_hash(cfg)
     written = []
