@@ -127,3 +127,14 @@ def test_training_crops_come_from_the_cached_square():
     assert rrc(image=img)["image"].shape == (32, 32, 3)
     light = build_transforms(Config().augment, train=True, size=32)
     assert type(light.transforms[0]).__name__ == "RandomCrop" and light(image=img)["image"].shape == (32, 32, 3)
+
+
+def test_a_run_from_before_the_margin_is_predicted_without_it():
+    from comp.predict.runs import with_legacy_cache
+
+    old = Config().to_dict()
+    del old["data"]["cache_size"], old["data"]["crop_border"]
+    old["augment"]["preset"] = "fundus"
+    cfg = Config.model_validate(with_legacy_cache(old))
+    assert cfg.data.cache_side == cfg.data.image_size and cfg.data.crop_border is False
+    assert Config.model_validate(with_legacy_cache(Config().to_dict())).data.cache_size is None

@@ -242,6 +242,10 @@ class FoldTrainer:
             model = self._ema_model(weights)
         metrics, probs = evaluate(model, self.loaders.valid, self.loaders.valid_index, len(self.spec.valid_idx),
                                   self.ctx)
+        if self.cfg.model.head == "regress":  # the training loss, on the grade its two-hot rows hold
+            grade = torch.from_numpy(probs @ np.arange(probs.shape[1]))
+            target = torch.from_numpy(self.comp.train["target"].to_numpy()[self.spec.valid_idx]).to(grade.dtype)
+            metrics["loss"] = float(nn.functional.smooth_l1_loss(grade, target))
         row.update({"valid_loss": metrics.pop("loss"), **metrics})
         score = row[self.cfg.train.monitor if self.cfg.train.monitor != "loss" else "valid_loss"]
         if self.ctx.scheduler is not None and self.cfg.train.scheduler == "plateau":
