@@ -43,7 +43,8 @@ def _competition(make_competition, write_config, *, counts=None, sample=None, na
     if sample is not None:
         frame = pd.read_csv(root / "sample_submission.csv", dtype=str)
         sample(frame).to_csv(root / "sample_submission.csv", index=False)
-    path = write_config(root, name=name, model=MODEL, train={"device": "cpu"}, submit={"batch_size": 4}, **cfg)
+    model = cfg.pop("model", MODEL)
+    path = write_config(root, name=name, model=model, train={"device": "cpu"}, submit={"batch_size": 4}, **cfg)
     cfg = load_config(path)
     return root, path, cfg, load_competition(cfg.data)
 
@@ -61,16 +62,20 @@ def _predict(bundle: Path, root: Path, out: Path, *extra):
                   "--out", out, *extra)
 
 
-@pytest.mark.parametrize("case", ["label+hflip", "proba+d4+geometric", "binary", "blend+ordinal", "blend+auto"])
+@pytest.mark.parametrize("case", ["label+hflip", "proba+d4+geometric", "binary", "blend+ordinal", "blend+auto",
+                                  "regress+ordinal"])
 def test_predict_writes_byte_for_byte_what_submit_writes(in_tmp, make_competition, write_config, case):
     counts = {"0": 6, "1": 6, "2": 6} if case.startswith("blend") else {"0": 9, "1": 9} if case == "binary" else None
     sample = {"proba+d4+geometric": lambda f: f.assign(cat=0.3, dog=0.3, eel=0.4).drop(columns="label"),
               "binary": lambda f: f.assign(label=0.5)}.get(case)
-    root, path, cfg, comp = _competition(make_competition, write_config, counts=counts, sample=sample)
+    extra = {"model": {**MODEL, "head": "regress"}, "data": {"classes": ["cat", "dog", "eel"]}} \
+        if case == "regress+ordinal" else {}
+    root, path, cfg, comp = _competition(make_competition, write_config, counts=counts, sample=sample, **extra)
     fabricate_run(cfg, comp)
     args = {"label+hflip": ["--tta", "hflip"], "proba+d4+geometric": ["--tta", "d4", "--merge", "geometric"],
             "binary": ["--tta", "vflip"], "blend+ordinal": ["exp", "exp2", "--weights", "2,1", "--ordinal"],
-            "blend+auto": ["exp", "exp2", "--weights", "auto", "--tta", "hflip"]}[case]
+            "blend+auto": ["exp", "exp2", "--weights", "auto", "--tta", "hflip"],
+            "regress+ordinal": ["--tta", "hflip+scale:0.9,1.1", "--ordinal"]}[case]
     if case.startswith("blend"):
         cfg2 = load_config(path, ["name=exp2"])
         fabricate_run(cfg2, comp, seed=5)

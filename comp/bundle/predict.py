@@ -63,11 +63,11 @@ def load_plan(root: Path) -> tuple[dict, int]:
 def _experiments(root: Path, plan: dict) -> list[BundleExperiment]:
     from safetensors.torch import load_file
 
-    from comp.predict.runs import Member
+    from comp.predict.runs import Member, with_legacy_cache
 
     out = []
     for entry in plan["experiments"]:
-        config = Config.model_validate(entry["config"])
+        config = Config.model_validate(with_legacy_cache(entry["config"]))  # a bundle from before the margin
         members = [Member(m["name"], Path(root) / m["file"],
                           {"model": load_file(Path(root) / m["file"]), "config": entry["config"],
                            "num_classes": m["num_classes"], "in_chans": m["in_chans"]})

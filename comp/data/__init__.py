@@ -16,6 +16,8 @@ _EXPORTS = {
     "read_image": "images",
     "resize_image": "images",
     "ImageCache": "cache",
+    "create_cache": "cache",
+    "centre_view": "views",
     "build_transforms": "augment",
     "normalize_batch": "augment",
     "ImageDataset": "dataset",
@@ -36,6 +38,8 @@ __all__ = [
     "ImageDataset",
     "build_transforms",
     "class_weights",
+    "centre_view",
+    "create_cache",
     "create_loader",
     "derive_seed",
     "make_sampler",
@@ -51,7 +55,7 @@ __all__ = [
 if TYPE_CHECKING:
     from comp.data.augment import build_transforms, normalize_batch
     from comp.data.balance import class_weights, make_sampler
-    from comp.data.cache import ImageCache
+    from comp.data.cache import ImageCache, create_cache
     from comp.data.dataset import ImageDataset
     from comp.data.images import read_image, resize_image
     from comp.data.loader import (
@@ -63,6 +67,7 @@ if TYPE_CHECKING:
         start_epoch,
         to_device,
     )
+    from comp.data.views import centre_view
 
 
 def __getattr__(name: str) -> Any:

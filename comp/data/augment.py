@@ -60,6 +60,23 @@ def _cells() -> list[A.BasicTransform]:
     ]
 
 
+RRC_PRESETS = ("medium", "fundus")  # presets whose training view is a RandomResizedCrop by default
+CROP_SCALES = {"fundus": (0.5, 1.0)}  # rrc area range per preset (else DEFAULT_CROP_SCALE)
+DEFAULT_CROP_SCALE = (0.25, 1.0)  # timm's 0.08 is meant for hundreds of ImageNet epochs
+
+
+def crop_transform(aug: AugmentConfig, size: int) -> A.BasicTransform:
+    """The training view of a cached square at ``size`` (``augment.crop``, resolved with the preset)."""
+    crop = aug.crop or ("rrc" if aug.preset in RRC_PRESETS else "random")
+    if crop == "rrc":
+        scale = aug.crop_scale or CROP_SCALES.get(aug.preset, DEFAULT_CROP_SCALE)
+        return A.RandomResizedCrop(size=(size, size), scale=tuple(scale), ratio=(3 / 4, 4 / 3),
+                                   interpolation=cv2.INTER_LINEAR, area_for_downscale="image")
+    if crop == "centre":
+        return A.CenterCrop(height=size, width=size)
+    return A.RandomCrop(height=size, width=size)
+
+
 PRESETS: dict[str, Callable[[], list[A.BasicTransform]]] = {
     "none": list,
     "light": _light,
@@ -69,16 +86,19 @@ PRESETS: dict[str, Callable[[], list[A.BasicTransform]]] = {
 }
 
 
-def build_transforms(aug: AugmentConfig, train: bool) -> A.Compose | None:
-    """The albumentations pipeline for cached ``(size, size, C)`` uint8 images.
+def build_transforms(aug: AugmentConfig, train: bool, size: int | None = None) -> A.Compose | None:
+    """The albumentations pipeline for cached ``(side, side, C)`` uint8 images.
 
-    The preset comes first, then ``aug.transforms`` (each ``{"name": "X", **args}`` or
-    ``{"X": {args}}``; composition blocks such as ``OneOf`` take a nested ``transforms`` list).
-    Explicit transforms must keep the image size: batches are stacked as they come.
+    The training view at ``size`` (:func:`crop_transform`) comes first, then the preset, then
+    ``aug.transforms`` (each ``{"name": "X", **args}`` or ``{"X": {args}}``; composition blocks such as
+    ``OneOf`` take a nested ``transforms`` list). Transforms after the crop must keep the image size:
+    batches are stacked as they come.
 
     Args:
         aug: The ``augment`` config section.
-        train: False for evaluation, which has no transforms (images are already resized).
+        train: False for evaluation, which has no transforms (its view is cut on the device,
+            :func:`comp.data.views.centre_view`).
+        size: The model's side (``data.image_size``); None: no crop (the cache is at that side already).
 
     Returns:
         A Compose, or None when there is nothing to apply. Its random state is set per sample by
@@ -89,7 +109,8 @@ def build_transforms(aug: AugmentConfig, train: bool) -> A.Compose | None:
     """
     if not train:
         return None
-    transforms = PRESETS[aug.preset]()
+    transforms = [] if size is None else [crop_transform(aug, size)]
+    transforms += PRESETS[aug.preset]()
     transforms += _parse_list(aug.transforms, "augment.transforms")
     if not transforms:
         return None

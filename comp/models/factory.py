@@ -106,10 +106,12 @@ def create_model(cfg_model: ModelConfig, num_classes: int, in_chans: int) -> nn.
     check_name(name)
     if num_classes < 1:
         raise ModelError(f"num_classes={num_classes}: a classifier needs at least 1 class")
+    regress = getattr(cfg_model, "head", "classify") == "regress"
+    outputs = 1 if regress else num_classes  # a regression head: one output, the grade (comp.models.grade)
     if name.startswith(TIMM_PREFIX):
-        model = _create_timm(name[len(TIMM_PREFIX):], cfg_model, num_classes, in_chans)
+        model = _create_timm(name[len(TIMM_PREFIX):], cfg_model, outputs, in_chans)
     else:
-        kwargs = dict(num_classes=num_classes, in_chans=in_chans, act=cfg_model.activation)
+        kwargs = dict(num_classes=outputs, in_chans=in_chans, act=cfg_model.activation)
         if cfg_model.dropout is not None:  # else the architecture's default (VGG: 0.5, as torchvision)
             kwargs["drop_rate"] = cfg_model.dropout
         if name.startswith("resnet"):
@@ -123,6 +125,10 @@ def create_model(cfg_model: ModelConfig, num_classes: int, in_chans: int) -> nn.
         from comp.models.pretrained import load_pretrained
 
         load_pretrained(model, cfg_model.pretrained, name)
+    if regress:
+        from comp.models.grade import GradeHead
+
+        return GradeHead(model, num_classes)
     return model
 
 

@@ -16,10 +16,10 @@ from comp.predict.tta import View
 
 
 def _loader(exp: Experiment, paths: Sequence[Path], labels, settings: InferenceSettings, cache_dir: Path):
-    from comp.data import ImageCache, ImageDataset, create_loader
+    from comp.data import ImageDataset, create_cache, create_loader
     from comp.data.prebuild import build_cache
 
-    cache = ImageCache(cache_dir, exp.image_size, exp.config.data.channels)
+    cache = create_cache(exp.config.data, cache_dir)
     build_cache(cache, paths)  # every core decodes what is missing, before the model waits on it
     dataset = ImageDataset(list(paths), labels, cache, None)
     return create_loader(dataset, settings.batch_size, num_workers=settings.num_workers, device=settings.device)
@@ -54,7 +54,7 @@ def predict_test(exp: Experiment, test_paths: Sequence[Path], views: Sequence[Vi
     loader = _loader(exp, test_paths, None, settings, cache_dir)
     mean, std = _norm(exp)
     weights = member_weights(exp, full_weight)
-    return predict_merged(models, loader, views, mode, settings, mean, std, weights)
+    return predict_merged(models, loader, views, mode, settings, mean, std, weights, exp.image_size)
 
 
 def predict_blend(experiments: Sequence[Experiment], test_paths: Sequence[Path], views: Sequence[View], mode: str,
@@ -101,5 +101,5 @@ def predict_oof_views(exp: Experiment, comp: Competition, views: Sequence[View],
     for member in exp.fold_members:
         rows = np.flatnonzero(fold_of_row == member.fold)
         loader = _loader(exp, paths[rows], None, settings, cache_dir)
-        out[rows] = predict_view_logits(member.build_model(), loader, views, settings, mean, std)
+        out[rows] = predict_view_logits(member.build_model(), loader, views, settings, mean, std, exp.image_size)
     return out

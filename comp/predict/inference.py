@@ -67,21 +67,23 @@ def prepare_models(models: Sequence[nn.Module], settings: InferenceSettings) -> 
 
 
 def forward_views(models: Sequence[nn.Module], images: torch.Tensor, views: Sequence[View],
-                  settings: InferenceSettings) -> torch.Tensor:
+                  settings: InferenceSettings, size: int | None = None) -> torch.Tensor:
     """Logits of every model on every view of one normalised batch.
 
     Args:
         models: Prepared models (:func:`prepare_models`).
-        images: (B, C, H, W) float batch on the device.
+        images: (B, C, H, W) float batch on the device, at the cached side.
         views: TTA views.
         settings: Device and precision.
+        size: The model's side (``data.image_size``): each view is cut from the cached batch
+            (:meth:`View.take`); None: the batch is already at it (:meth:`View.augment`).
 
     Returns:
         (M, V, B, K) float32 logits on the device (M models, V views, K classes).
     """
     per_view = []
     for view in views:
-        x = view.augment(images)
+        x = view.augment(images) if size is None else view.take(images, size)
         if settings.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with settings.autocast():
@@ -101,7 +103,8 @@ def _batches(loader, settings: InferenceSettings, mean, std):
 
 @torch.inference_mode()
 def predict_merged(models: Sequence[nn.Module], loader, views: Sequence[View], mode: str,
-                   settings: InferenceSettings, mean, std, model_weights: Sequence[float] | None = None) -> np.ndarray:
+                   settings: InferenceSettings, mean, std, model_weights: Sequence[float] | None = None,
+                   size: int | None = None) -> np.ndarray:
     """Class probabilities (N, K) of the ensemble of ``models`` x ``views``, merged with ``mode``.
 
     One pass through ``loader`` (a :func:`comp.data.create_loader` over the images, in order).
@@ -111,16 +114,16 @@ def predict_merged(models: Sequence[nn.Module], loader, views: Sequence[View], m
     weights = None if model_weights is None else [w / len(views) for w in model_weights for _ in views]
     out = []
     for images in _batches(loader, settings, mean, std):
-        logits = forward_views(models, images, views, settings)  # (M, V, B, K)
+        logits = forward_views(models, images, views, settings, size)  # (M, V, B, K)
         out.append(merge_logits(logits.flatten(0, 1), mode, weights))  # (B, K)
     return torch.cat(out).cpu().numpy().astype(np.float64)  # one device-to-host copy
 
 
 @torch.inference_mode()
 def predict_view_logits(model: nn.Module, loader, views: Sequence[View], settings: InferenceSettings,
-                        mean, std) -> np.ndarray:
+                        mean, std, size: int | None = None) -> np.ndarray:
     """Logits (N, V, K) of one model on every view of the loader's images (for OOF scoring)."""
     (model,) = prepare_models([model], settings)
-    out = [forward_views([model], images, views, settings)[0].transpose(0, 1)  # (B, V, K)
+    out = [forward_views([model], images, views, settings, size)[0].transpose(0, 1)  # (B, V, K)
            for images in _batches(loader, settings, mean, std)]
     return torch.cat(out).cpu().numpy()

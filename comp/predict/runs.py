@@ -88,10 +88,20 @@ class Experiment:
 
 def _parse_config(state: dict[str, Any], path: Path) -> Config:
     try:
-        return Config.model_validate(state["config"])
+        return Config.model_validate(with_legacy_cache(state["config"]))
     except (KeyError, ValidationError) as exc:
         detail = str(exc).splitlines()[0]
         raise CheckpointError(f"{path}: its stored config is not valid for this comp version ({detail})") from None
+
+
+def with_legacy_cache(raw: dict[str, Any]) -> dict[str, Any]:
+    """A stored config from before ``data.cache_size`` and ``data.crop_border`` existed: its models saw the
+    whole squashed image at ``image_size`` (no margin, no border trim), so they are predicted the same way,
+    not from a 1.15 margin's centre or a trimmed fundus."""
+    data = raw.get("data") if isinstance(raw, dict) else None
+    if isinstance(data, dict) and "cache_size" not in data:
+        return {**raw, "data": {**data, "cache_size": data.get("image_size"), "crop_border": False}}
+    return raw
 
 
 def _fold_paths(run_dir: Path, k: int) -> list[Path]:

@@ -12,7 +12,8 @@ Policies (``submit.tta`` / ``--tta``); the flip policies include the identity vi
 - ``hflip``, ``vflip``: plus the mirrored image.
 - ``hvflip``: the 4 flip combinations (identity, hflip, vflip, both = a half turn).
 - ``d4``: the 8 flips and quarter turns.
-- ``scale:0.9,1.0,1.1``: the image resized by each factor listed (bilinear, antialiased when shrinking).
+- ``scale:0.9,1.0,1.1``: the image at each factor listed: the centre square of ``factor x image_size`` from the
+  cache's margin (more or less context, no interpolation), or without a margin the image resized by it.
 - ``+`` combines policies as a product: ``hflip+scale:0.9,1.1`` is 4 views.
 """
 
@@ -65,6 +66,18 @@ class View:
             h, w = x.shape[-2:]
             size = (max(1, round(h * self.scale)), max(1, round(w * self.scale)))
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=self.scale < 1.0)
+        return x
+
+    def take(self, x: torch.Tensor, size: int) -> torch.Tensor:
+        """This view of a cached batch ``x`` (B, C, H, W), H and W >= ``size``: the centre square at the view's
+        scale (:func:`comp.data.views.scaled_view`, from the cache's margin), then the flip and turns."""
+        from comp.data.views import scaled_view
+
+        x = scaled_view(x, size, self.scale)
+        if self.flip:
+            x = x.flip(-1)
+        if self.rot:
+            x = torch.rot90(x, self.rot, dims=(-2, -1))
         return x
 
     def deaugment(self, x: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:

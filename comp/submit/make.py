@@ -21,7 +21,7 @@ from comp.errors import SubmitError
 from comp.io import atomic_write_texts
 from comp.lock import experiment_lock
 from comp.predict.blend import BlendFit, crossfit_blend
-from comp.predict.ensemble import merge_logits, merge_probs, normalize_weights
+from comp.predict.ensemble import MERGE_MODES, merge_logits, merge_probs, normalize_weights
 from comp.predict.ordinal import CutPoints, apply_cutpoints, crossfit_cutpoints, expected_grade
 from comp.predict.select import PolicyScore, auto_policies, blend_oof, score_policies, union_views
 from comp.predict.tta import IDENTITY, parse_tta
@@ -132,7 +132,21 @@ def _load(cfg: Config, request: SubmitRequest, settings, runs_dir: Path) -> _Con
                           f"drop --ordinal")
     experiments = [load_experiment(n, comp, use_full=request.use_full, runs_dir=runs_dir) for n in request.experiments]
     check_classes(experiments, comp)
+    _check_grade_merge(experiments, request)
     return _Context(cfg, comp, experiments, fmt, weights, settings)
+
+
+def is_regression(experiments) -> bool:
+    """Whether any experiment has a regression head (its predictions are grades, averaged as two-hot rows)."""
+    return any(e.config.model.head == "regress" for e in experiments)
+
+
+def _check_grade_merge(experiments, request: SubmitRequest) -> None:
+    """A regression head's grades average only under ``mean`` (its two-hot rows are linear in the grade)."""
+    if is_regression(experiments) and request.merge != "mean" and request.tta != "auto":
+        names = ", ".join(e.name for e in experiments if e.config.model.head == "regress")
+        raise SubmitError(f"--merge {request.merge}: {names} predicts grades (model.head=regress), which are "
+                          f"averaged; use --merge mean")
 
 
 def _oof_view_logits(ctx: _Context, views: list) -> list[np.ndarray]:
@@ -168,7 +182,8 @@ def _choose_policy(ctx: _Context, request: SubmitRequest, y: np.ndarray):
     policies = auto_policies(ctx.experiments)  # AUTO_POLICIES less resizing for fixed-size models
     candidates = union_views(policies)
     logits = _oof_view_logits(ctx, candidates)  # one OOF pass under every candidate view
-    table = score_policies(logits, candidates, y, ctx.cfg.train.monitor, policies, weights=ctx.weights)
+    modes = ("mean",) if is_regression(ctx.experiments) else MERGE_MODES
+    table = score_policies(logits, candidates, y, ctx.cfg.train.monitor, policies, modes, weights=ctx.weights)
     best = table[0]
     columns = [candidates.index(v) for v in parse_tta(best.policy)]
     return best.policy, best.merge, table, blend_oof(logits, columns, best.merge, ctx.weights)
@@ -316,7 +331,10 @@ def _render(ctx: _Context, request: SubmitRequest, ids: list[str], probs: np.nda
     path, probs_file = out_dir / f"{stem}.csv", out_dir / f"{stem}-probs.csv"
     text = to_csv_text(build_submission(ctx.fmt, ids, probs, labels))
     validate_text(text, ctx.fmt, f"{path} (not written)")
-    texts = {path: text, probs_file: to_csv_text(probs_frame(ids, probs, ctx.comp.classes_))}
+    frame = probs_frame(ids, probs, ctx.comp.classes_)
+    if is_regression(ctx.experiments):  # the averaged grade, next to its two-hot rows
+        frame.insert(1, "grade", expected_grade(probs))
+    texts = {path: text, probs_file: to_csv_text(frame)}
     return SubmitResult(path, probs_file, out_dir / f"{stem}.json", len(ctx.fmt.ids), "", "",
                         [v.name for v in views]), texts
 

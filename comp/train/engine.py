@@ -11,7 +11,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from comp.data import normalize_batch, set_epoch, start_epoch, to_device
+from comp.data import centre_view, normalize_batch, set_epoch, start_epoch, to_device
 from comp.errors import TrainError
 from comp.train.device import Runtime
 from comp.train.metrics import compute_metrics
@@ -34,6 +34,9 @@ class StepContext:
     grad_clip: float | None
     ema: ModelEma | None
     label: str  # e.g. "fold 0": named in progress bars and errors
+    image_size: int | None = None  # validation batches arrive at the cached side: their centre view is taken
+    mixer: object | None = None  # comp.train.mixing.BatchMixer: mixup/cutmix with soft targets
+    soft_criterion: nn.Module | None = None  # the loss of mixed (soft) targets
 
 
 def _check_finite(losses: list[torch.Tensor], first_step: int, epoch: int, ctx: StepContext) -> None:
@@ -85,8 +88,12 @@ def train_one_epoch(model: nn.Module, loader, epoch: int, ctx: StepContext, batc
     for step, batch in enumerate(bar):
         images, labels = to_device(batch, device, ctx.channels_last)
         images = normalize_batch(images, ctx.mean, ctx.std)  # (B, C, H, W) float
+        targets, criterion = labels, ctx.criterion
+        if ctx.mixer is not None and ctx.mixer.active(epoch):
+            images, targets = ctx.mixer(images, labels, epoch, step)  # targets (B, K), rows sum to 1
+            criterion = ctx.soft_criterion
         with ctx.runtime.autocast():
-            loss = ctx.criterion(model(images), labels)
+            loss = criterion(model(images), targets)
         _optimizer_step(model, loss, ctx)
         total += loss.detach() * len(labels)
         seen += len(labels)
@@ -118,6 +125,8 @@ def predict_logits(model: nn.Module, loader, ctx: StepContext) -> tuple[torch.Te
     outputs, targets = [], []
     for batch in loader:
         images, labels = to_device(batch, ctx.runtime.device, ctx.channels_last)
+        if ctx.image_size is not None:
+            images = centre_view(images, ctx.image_size)  # (B, C, size, size), as comp submit's identity view
         with ctx.runtime.autocast():
             logits = model(normalize_batch(images, ctx.mean, ctx.std))
         outputs.append(logits.float())

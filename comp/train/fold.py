@@ -27,6 +27,7 @@ from comp.train.engine import StepContext, evaluate, train_one_epoch
 from comp.train.finetune import set_backbone_frozen
 from comp.train.loaders import build_fold_loaders
 from comp.train.metrics import HIGHER_IS_BETTER, is_better
+from comp.train.mixing import GradeLoss, SoftTargetCE, create_mixer
 from comp.train.optim import ModelEma, create_criterion, create_optimizer, create_scheduler
 
 EpochCallback = Callable[[int, dict], None]  # (epoch, history row); may raise to stop (e.g. optuna pruning)
@@ -73,6 +74,10 @@ def prepare_model(cfg: Config, num_classes: int, runtime: Runtime) -> nn.Module:
     return model
 
 
+def _on(weights: torch.Tensor | None, runtime: Runtime) -> torch.Tensor | None:
+    return None if weights is None else weights.to(device=runtime.device, dtype=torch.float32)
+
+
 def _wrap(model: nn.Module, cfg: Config, runtime: Runtime) -> nn.Module:
     """DDP (with SyncBatchNorm per ``train.sync_bn``) and torch.compile wrappers around the bare model (the
     bare one owns the state dict)."""
@@ -106,11 +111,13 @@ class FoldTrainer:
         self.ctx = StepContext(
             runtime=runtime, optimizer=optimizer, scheduler=scheduler, scheduler_name=cfg.train.scheduler,
             scaler=runtime.grad_scaler(),
-            criterion=create_criterion(self.loaders.loss_weights, cfg.train.label_smoothing, runtime.device),
+            criterion=self._criterion(),
             **dict(zip(("mean", "std"), resolve_normalization(cfg.model, cfg.augment.mean, cfg.augment.std))),
             channels_last=cfg.train.channels_last,
             grad_clip=cfg.train.grad_clip, ema=ModelEma(self.model, cfg.train.ema) if cfg.train.ema else None,
-            label=f"fold {spec.fold}",
+            label=f"fold {spec.fold}", image_size=cfg.data.image_size,
+            mixer=create_mixer(cfg.train, comp.num_classes, derive_seed(*key, "mix")),
+            soft_criterion=self._criterion(soft=True),
         )
         self.history: list[dict] = []
         self.best_score: float | None = None
@@ -120,6 +127,15 @@ class FoldTrainer:
         self.best_probs: np.ndarray | None = None
         self.start_epoch = 0
         self.finished = False
+
+    def _criterion(self, soft: bool = False) -> nn.Module:
+        """The loss of hard targets, or (``soft``) of mixed ones; a regression head's takes both."""
+        weights = _on(self.loaders.loss_weights, self.runtime)
+        if self.cfg.model.head == "regress":
+            return GradeLoss(weights, self.comp.num_classes).to(self.runtime.device)
+        if soft:
+            return SoftTargetCE(weights, self.cfg.train.label_smoothing)
+        return create_criterion(self.loaders.loss_weights, self.cfg.train.label_smoothing, self.runtime.device)
 
     # -- checkpoints ---------------------------------------------------------------------------
     def eval_weights(self) -> dict[str, torch.Tensor]:
@@ -232,6 +248,10 @@ class FoldTrainer:
             model = self._ema_model(weights)
         metrics, probs = evaluate(model, self.loaders.valid, self.loaders.valid_index, len(self.spec.valid_idx),
                                   self.ctx)
+        if self.cfg.model.head == "regress":  # the training loss, on the grade its two-hot rows hold
+            grade = torch.from_numpy(probs @ np.arange(probs.shape[1]))
+            target = torch.from_numpy(self.comp.train["target"].to_numpy()[self.spec.valid_idx]).to(grade.dtype)
+            metrics["loss"] = float(nn.functional.smooth_l1_loss(grade, target))
         row.update({"valid_loss": metrics.pop("loss"), **metrics})
         score = row[self.cfg.train.monitor if self.cfg.train.monitor != "loss" else "valid_loss"]
         if self.ctx.scheduler is not None and self.cfg.train.scheduler == "plateau":
@@ -273,14 +293,21 @@ class FoldTrainer:
         }
         atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
         if self.best_probs is not None:
-            atomic_write_text(out / "oof.csv", oof_frame(self.comp, self.spec, self.best_probs).to_csv(
+            grade = self.cfg.model.head == "regress"
+            atomic_write_text(out / "oof.csv", oof_frame(self.comp, self.spec, self.best_probs, grade).to_csv(
                 index=False, lineterminator="\n", float_format="%.6g"))
 
 
-def oof_frame(comp: Competition, spec: FoldSpec, probs: np.ndarray) -> pd.DataFrame:
-    """``id,label,fold,prob_<class>...`` for the validation rows of a fold."""
+def oof_frame(comp: Competition, spec: FoldSpec, probs: np.ndarray, grade: bool = False) -> pd.DataFrame:
+    """``id,label,fold[,grade],prob_<class>...`` for the validation rows of a fold.
+
+    ``grade``: a regression head's continuous grade, whose two-hot rows the ``prob_`` columns hold
+    (:mod:`comp.models.grade`).
+    """
     rows = comp.train.iloc[spec.valid_idx]
     frame = pd.DataFrame({"id": rows["id"].to_numpy(), "label": rows["label"].to_numpy(), "fold": spec.fold})
+    if grade:
+        frame["grade"] = probs @ np.arange(probs.shape[1])
     for c, name in enumerate(comp.classes_):
         frame[f"prob_{name}"] = probs[:, c]
     return frame

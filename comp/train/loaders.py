@@ -16,6 +16,7 @@ from comp.data import (
     ImageDataset,
     build_transforms,
     class_weights,
+    create_cache,
     create_loader,
     make_sampler,
     resolve_num_workers,
@@ -72,9 +73,8 @@ def _train_sampler(labels: np.ndarray, cfg: Config, runtime: Runtime) -> tuple[S
 
 
 def train_cache(cfg: Config, comp: Competition) -> ImageCache:
-    """The cache of the labelled images at the training size (kept in memory too when all of it fits in 1 GiB)."""
-    return ImageCache(cfg.data.cache_dir, cfg.data.image_size, cfg.data.channels,
-                      memory=len(comp.train) * cfg.data.image_size**2 * cfg.data.channels < 2**30)
+    """The cache of the labelled images at the cached size (kept in memory too when all of it fits in 1 GiB)."""
+    return create_cache(cfg.data, memory=len(comp.train) * cfg.data.cache_side**2 * cfg.data.channels < 2**30)
 
 
 def prebuild_train_cache(cfg: Config, comp: Competition, runtime: Runtime | None = None,
@@ -99,7 +99,8 @@ def build_fold_loaders(cfg: Config, comp: Competition, train_idx: np.ndarray, va
     paths = comp.train["path"].to_numpy()
     targets = comp.train["target"].to_numpy()
     workers = resolve_num_workers(cfg.data.num_workers)
-    train_ds = ImageDataset(paths[train_idx], targets[train_idx], cache, build_transforms(cfg.augment, train=True))
+    transform = build_transforms(cfg.augment, train=True, size=cfg.data.image_size)
+    train_ds = ImageDataset(paths[train_idx], targets[train_idx], cache, transform)
     sampler, shuffle = _train_sampler(targets[train_idx], cfg, runtime)
     per_rank_batch = max(1, cfg.train.batch_size // runtime.world_size)
     train = create_loader(train_ds, per_rank_batch, shuffle=shuffle, sampler=sampler,

@@ -188,6 +188,8 @@ def _train(cfg: Config, runtime: Runtime, fold: str, resume: bool, full: bool, f
     comp = load_competition(cfg.data)
     if cfg.train.monitor == "qwk":
         comp.require_order("train.monitor: qwk")
+    if cfg.model.head == "regress":
+        comp.require_order("model.head: regress")
     folds = read_folds(cfg.folds.name, comp, k=cfg.folds.k)
     cache = prebuild_train_cache(cfg, comp, runtime, progress)
     if cache.decoded and runtime.is_main:
