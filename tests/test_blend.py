@@ -50,6 +50,19 @@ def test_crossfit_blend_is_honest_and_no_worse_than_equal():
     assert record["weights"]["good"] == fit.weights[0] and set(record["fold_weights"]) == {"0", "1", "2", "3", "4"}
 
 
+def test_fitted_weights_that_lose_to_equal_weights_out_of_fold_are_not_used():
+    probs, y, folds = members()
+    equal = probs.mean(0)
+    closeness = lambda p: ("f1", -float(np.abs(p - equal).sum()))  # noqa: E731  (a metric that equal weights win)
+    fit = crossfit_blend(probs, y, folds, "mean", ["good", "weak", "noise"], closeness)
+    assert not fit.kept and fit.blend_score < fit.equal_score
+    assert fit.weights == pytest.approx([1 / 3] * 3) and np.allclose(fit.oof, equal, atol=1e-6)
+    assert fit.fitted[0] > 0.5  # what the log loss fit wanted, recorded but not used
+    record = fit.to_json()
+    assert record["kept"] is False and record["fitted"]["good"] == fit.fitted[0]
+    assert crossfit_blend(probs, y, folds, "mean", ["good", "weak", "noise"], accuracy(y)).kept
+
+
 def test_one_member_or_one_fold_refused():
     probs, y, folds = members()
     with pytest.raises(SubmitError, match="one experiment has nothing to blend"):

@@ -59,7 +59,11 @@ def _print_blend(blend) -> None:
     rows = [[name, w, blend.member_scores[name]] for name, w in zip(blend.names, blend.weights)]
     rows += [["blend, equal weights", "-", blend.equal_score], ["blend, fitted (cross-fitted)", "-", blend.blend_score]]
     echo_table(rows, ["experiment", "weight", f"OOF {blend.metric}"])
-    weights = ", ".join(f"{n} {w:.3f}" for n, w in zip(blend.names, blend.weights))
+    weights = ", ".join(f"{n} {w:.3f}" for n, w in zip(blend.names, blend.fitted or blend.weights))
+    if not blend.kept:
+        click.echo(f"--weights auto: the fitted weights ({weights}) did not beat equal weights out of fold on "
+                   f"{blend.metric}; equal weights are used")
+        return
     click.echo(f"--weights auto: {weights} (fitted on the OOF log loss; the blend's OOF {blend.metric} above is "
                f"cross-fitted: each fold blended with weights fitted on the others)")
 

@@ -4,7 +4,10 @@ The weights are the non-negative, sum-to-one ``w`` that minimise the log loss of
 ``merge_probs(P, mode, w)`` on the out-of-fold predictions (log loss, not accuracy: a smooth objective
 that a handful of images cannot flip, and convex in ``w`` for every merge mode). Fitted on every OOF row
 they weight the test predictions; the score printed for the blend is honest, as for the QWK cut-points:
-each fold's OOF rows are blended with weights fitted on the other folds only.
+each fold's OOF rows are blended with weights fitted on the other folds only. And as for the cut-points,
+the fitted weights are kept only if that out-of-fold blend scores at least as well as equal weights on
+the submission's metric (log loss is not the metric: a better log loss can be a worse F1); else the
+blend uses equal weights and says so.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import numpy as np
 
 from comp.errors import SubmitError
 from comp.predict.ensemble import merge_probs
+from comp.train.metrics import HIGHER_IS_BETTER
 
 EPS = 1e-12
 
@@ -32,6 +36,9 @@ class BlendFit:
         member_scores: Each experiment's own OOF score.
         blend_score: The cross-fitted blend's OOF score.
         equal_score: The equal-weight blend's OOF score, for comparison.
+        kept: Whether the fitted weights are used (False: they did not beat equal weights out of fold, and
+            ``weights`` are equal).
+        fitted: The weights fitted on every OOF row, used or not.
     """
 
     names: list[str]
@@ -42,6 +49,8 @@ class BlendFit:
     member_scores: dict[str, float]
     blend_score: float
     equal_score: float
+    kept: bool = True
+    fitted: list[float] | None = None
 
     def to_json(self) -> dict:
         """The record kept in the submission's ``.json`` (and printed)."""
@@ -53,6 +62,8 @@ class BlendFit:
             "member_oof": self.member_scores,
             "blend_oof_crossfit": self.blend_score,
             "equal_weights_oof": self.equal_score,
+            "kept": self.kept,
+            "fitted": dict(zip(self.names, self.fitted or self.weights)),
         }
 
 
@@ -133,6 +144,11 @@ def crossfit_blend(member_probs: np.ndarray, y: np.ndarray, folds: np.ndarray, m
         blended[held] = merge_probs(member_probs[:, held], mode, w).double().numpy()
     metric, blend_score = score(blended)
     members = {name: score(member_probs[i])[1] for i, name in enumerate(names)}
-    equal = score(merge_probs(member_probs, mode, None).double().numpy())[1]
-    return BlendFit(names, fit_weights(member_probs, y, mode), fold_weights, blended, metric, members,
-                    blend_score, equal)
+    equal_oof = merge_probs(member_probs, mode, None).double().numpy()
+    equal = score(equal_oof)[1]
+    fitted = fit_weights(member_probs, y, mode)
+    if blend_score >= equal if HIGHER_IS_BETTER.get(metric, True) else blend_score <= equal:
+        return BlendFit(names, fitted, fold_weights, blended, metric, members, blend_score, equal, fitted=fitted)
+    count = member_probs.shape[0]
+    return BlendFit(names, [1.0 / count] * count, fold_weights, equal_oof, metric, members, blend_score, equal,
+                    kept=False, fitted=fitted)
