@@ -172,7 +172,8 @@ def resolve_images(ids: pd.Series, folder: Path, ext: str | None, source: Path, 
         DataError: an id escapes the folder, or ids have no image (first few listed with the count).
     """
     if not folder.is_dir():
-        raise DataError(f"{folder}: image folder not found; set {key} (relative to data.root)")
+        where = " (relative to data.root)" if key.startswith("data.") else ""
+        raise DataError(f"{folder}: image folder not found; set {key}{where}")
     files = _index_folder(folder)
     exts = [ext, ext.upper()] if ext else [e for x in IMAGE_EXTENSIONS for e in (x, x.upper())]
     paths, missing = [], []

@@ -115,6 +115,20 @@ def _refused(result, fragment: str, out: Path, before: bytes | None = None) -> N
     assert (out.read_bytes() == before) if before is not None else not out.exists()
 
 
+def test_predict_reads_each_file_once_and_a_typo_in_workers_is_one_error(bundle, monkeypatch):
+    import comp.bundle.manifest as manifest
+
+    hashed: list[str] = []
+    real = manifest.sha256_file
+    monkeypatch.setattr(manifest, "sha256_file", lambda path: hashed.append(Path(path).name) or real(path))
+    out = bundle["tmp"] / "submission.csv"
+    assert _predict(bundle["dir"], bundle["root"], out).exit_code == 0  # no --batch-size: the plan's
+    listed = json.loads((bundle["dir"] / "manifest.json").read_text())["files"]
+    assert sorted(hashed) == sorted(Path(name).name for name in listed)  # each checksum computed once
+    typo = _predict(bundle["dir"], bundle["root"], out, "--num-workers", "two")
+    assert typo.exit_code == 2 and "'two': use auto or a whole number >= 0" in typo.output
+
+
 def test_an_altered_weights_file_is_refused_before_loading(bundle):
     weights = bundle["dir"] / "models/exp/fold1.safetensors"
     data = bytearray(weights.read_bytes())

@@ -101,7 +101,8 @@ def _test_paths(fmt, test_dir: Path, ext: str | None, sample: Path) -> list[Path
         raise BundleError(str(exc)) from None
 
 
-def predict_bundle(root: Path, test_dir: Path, sample: Path, out: Path, settings=None, cache_dir: Path | None = None,
+def predict_bundle(root: Path, test_dir: Path, sample: Path, out: Path, device: str = "auto", amp: str = "auto",
+                   batch_size: int | None = None, num_workers: int | str = "auto", cache_dir: Path | None = None,
                    log: Callable[[str], None] = print) -> PredictResult:
     """Predict the test images of ``sample`` with the bundle at ``root`` and write the submission to ``out``.
 
@@ -110,7 +111,10 @@ def predict_bundle(root: Path, test_dir: Path, sample: Path, out: Path, settings
         test_dir: The test images (named by the sample's ids, with or without an extension).
         sample: The competition's sample submission (its ids, in order, and its columns).
         out: The submission file to write (atomically; validated first).
-        settings: :class:`comp.predict.inference.InferenceSettings` (default: auto device, the bundle's batch size).
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        amp: Mixed precision on CUDA (``auto``, ``bf16``, ``fp16``, ``off``).
+        batch_size: Images per batch; None: the exported ``submit.batch_size``.
+        num_workers: DataLoader workers (``auto`` or a count).
         cache_dir: Where decoded test images are cached (default: a temp folder removed afterwards).
         log: Progress lines.
 
@@ -131,7 +135,7 @@ def predict_bundle(root: Path, test_dir: Path, sample: Path, out: Path, settings
     fmt = _sample(plan, sample)
     paths = _test_paths(fmt, test_dir, plan["ext"], sample)
     experiments = _experiments(root, plan)
-    settings = settings or resolve_settings(batch_size=plan["batch_size"])
+    settings = resolve_settings(device, amp, batch_size or plan["batch_size"], num_workers)
     views = [View(v["rot"], v["flip"], v["scale"]) for v in plan["views"]]
     models = sum(len(e.members) for e in experiments)
     log(f"{root}: {checked} files verified; {models} models x {len(views)} views ({plan['tta']}), merge "

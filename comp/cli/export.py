@@ -32,6 +32,14 @@ def export(cfg, out, **choices) -> None:
                f"see {out}/README.md for the two notebook lines")
 
 
+def _workers(value: str) -> int | str:
+    if value == "auto":
+        return value
+    if not value.isdigit():
+        raise click.BadParameter(f"{value!r}: use auto or a whole number >= 0")
+    return int(value)
+
+
 @main.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--test-dir", type=click.Path(path_type=Path), required=True, help="Folder of the test images.")
@@ -43,20 +51,18 @@ def export(cfg, out, **choices) -> None:
 @click.option("--amp", type=click.Choice(["auto", "bf16", "fp16", "off"]), default="auto", show_default=True,
               help="Mixed precision on CUDA (auto: bf16 where supported, else fp16).")
 @click.option("--batch-size", type=click.IntRange(1), default=None, help="Default: the exported submit.batch_size.")
-@click.option("--num-workers", default="auto", show_default=True, help="DataLoader workers (auto or a number).")
+@click.option("--num-workers", default="auto", show_default=True, callback=lambda ctx, param, v: _workers(v),
+              help="DataLoader workers (auto or a number).")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Keep decoded test images here (default: a temp folder, removed afterwards).")
 def predict(bundle, test_dir, sample, out, device, amp, batch_size, num_workers, cache_dir) -> None:
     """Write the submission for SAMPLE's test images with the exported BUNDLE: no training data,
     no runs/ folder, no network.
     """
-    from comp.bundle.predict import load_plan, predict_bundle
-    from comp.predict.inference import resolve_settings
+    from comp.bundle.predict import predict_bundle
 
-    workers = num_workers if num_workers == "auto" else int(num_workers)
-    size = batch_size or load_plan(bundle)[0]["batch_size"]
-    settings = resolve_settings(device, amp, size, workers)
-    result = predict_bundle(bundle, test_dir, sample, out, settings, cache_dir, log=click.echo)
+    result = predict_bundle(bundle, test_dir, sample, out, device, amp, batch_size, num_workers, cache_dir,
+                            log=click.echo)
     per_image = 1000 * result.seconds / max(result.rows, 1)
     click.echo(f"{result.out} written: {result.rows} rows ({result.kind}), {result.seconds:.1f}s "
                f"({per_image:.1f} ms/image)")
