@@ -64,7 +64,8 @@ def parse_weights(text: str, count: int) -> list[float]:
     try:
         values = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise SubmitError(f"--weights {text!r}: expected numbers separated by commas, e.g. 0.6,0.4") from None
+        raise SubmitError(f"--weights {text!r}: expected numbers separated by commas, e.g. 0.6,0.4, "
+                          f"or auto (fitted on the OOF)") from None
     return normalize_weights(values, count)
 
 
