@@ -49,9 +49,7 @@ class Config(Section):
 
     @model_validator(mode="after")
     def _resolve_across_sections(self) -> Config:
-        """Defaults one section takes from another, and settings a regression head would ignore."""
-        if self.data.crop_border is None:
-            self.data.crop_border = self.augment.preset == "fundus"
+        """Settings a regression head would ignore."""
         if self.model.head == "regress":
             if self.train.label_smoothing:
                 raise ValueError("train.label_smoothing: a regression head has no class probabilities to smooth; "
@@ -64,6 +62,14 @@ class Config(Section):
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (paths as strings, tuples as lists)."""
         return json.loads(self.model_dump_json())
+
+    @property
+    def trims_border(self) -> bool:
+        """Whether the dark border is trimmed: ``data.crop_border``, or, left unset, on with the fundus preset.
+
+        Resolved here and not stored, so a copy with another preset (a tuning trial) resolves it again.
+        """
+        return self.data.crop_border if self.data.crop_border is not None else self.augment.preset == "fundus"
 
     @property
     def run_dir(self) -> Path:

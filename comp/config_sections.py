@@ -89,11 +89,6 @@ class DataConfig(Section):
         """Side of the cached square: ``cache_size``, or a 15% margin over ``image_size``."""
         return self.cache_size if self.cache_size is not None else round(CACHE_MARGIN * self.image_size)
 
-    @property
-    def trims_border(self) -> bool:
-        """Whether the dark border is trimmed (``crop_border``; None resolves with the preset, see Config)."""
-        return bool(self.crop_border)
-
 
 class FoldsConfig(Section):
     """How train rows are split into k folds."""

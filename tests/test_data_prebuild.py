@@ -132,5 +132,5 @@ def test_train_builds_the_cache_before_the_first_epoch_and_says_so(tiny_project)
     assert summary.cache.decoded == 27
     first = next(i for i, line in enumerate(lines) if line.startswith("image cache: decoded 27 of 27 train images"))
     assert first < next(i for i, line in enumerate(lines) if "epoch" in line)
-    cache = create_cache(cfg.data)  # at the cached size (the margin), with the run's resize settings
+    cache = create_cache(cfg)  # at the cached size (the margin), with the run's resize settings
     assert missing(cache, sorted((Path(cfg.data.root) / "train").glob("*.png"))) == []

@@ -80,9 +80,17 @@ def test_cache_key_names_the_settings(tmp_path):
 
 def test_create_cache_uses_the_margin_and_the_fundus_default(tmp_path):
     cfg = build_config({"data": {"image_size": 64, "cache_dir": str(tmp_path)}, "augment": {"preset": "fundus"}})
-    cache = create_cache(cfg.data)
+    cache = create_cache(cfg)
     assert cache.size == 74 and cache.border == 10  # round(1.15 * 64); border trim on with fundus
-    assert Config().data.crop_border is False and create_cache(Config().data).border is None
+    assert not Config().trims_border and create_cache(Config()).border is None
+
+
+def test_a_trial_that_switches_to_the_fundus_preset_trims_the_border():
+    from comp.tune.space import apply_values
+
+    trial = apply_values(Config(), {"augment.preset": "fundus"})  # rebuilt from the base config's dict
+    assert trial.trims_border and create_cache(trial).border == 10
+    assert not apply_values(trial, {"augment.preset": "light"}).trims_border
 
 
 def test_cache_size_below_image_size_is_refused():

@@ -198,14 +198,16 @@ class ImageCache:
                 pass  # another worker removed it first
 
 
-def create_cache(data, cache_dir: Path | None = None, memory: bool = False) -> ImageCache:
-    """The cache of a ``data`` config section (:class:`comp.config.DataConfig`) at its cached size.
+def create_cache(cfg, cache_dir: Path | None = None, memory: bool = False) -> ImageCache:
+    """The image cache of a run's config (:class:`comp.config.Config`) at its cached size.
 
     Args:
-        data: The section: ``cache_side``, ``channels``, ``resize``, ``border_threshold``, ``ben_graham``.
+        cfg: The config: ``data.cache_side``, ``channels``, ``resize``, ``border_threshold``, ``ben_graham``,
+            and whether the border is trimmed (``cfg.trims_border``, which also reads the preset).
         cache_dir: Root folder (default ``data.cache_dir``).
         memory: Also keep entries in memory.
     """
+    data = cfg.data
     return ImageCache(cache_dir or data.cache_dir, data.cache_side, data.channels, memory=memory,
-                      resize=data.resize, border=data.border_threshold if data.trims_border else None,
+                      resize=data.resize, border=data.border_threshold if cfg.trims_border else None,
                       graham=data.ben_graham)

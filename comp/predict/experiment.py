@@ -19,7 +19,7 @@ def _loader(exp: Experiment, paths: Sequence[Path], labels, settings: InferenceS
     from comp.data import ImageDataset, create_cache, create_loader
     from comp.data.prebuild import build_cache
 
-    cache = create_cache(exp.config.data, cache_dir)
+    cache = create_cache(exp.config, cache_dir)
     build_cache(cache, paths)  # every core decodes what is missing, before the model waits on it
     dataset = ImageDataset(list(paths), labels, cache, None)
     return create_loader(dataset, settings.batch_size, num_workers=settings.num_workers, device=settings.device)

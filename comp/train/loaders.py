@@ -74,7 +74,7 @@ def _train_sampler(labels: np.ndarray, cfg: Config, runtime: Runtime) -> tuple[S
 
 def train_cache(cfg: Config, comp: Competition) -> ImageCache:
     """The cache of the labelled images at the cached size (kept in memory too when all of it fits in 1 GiB)."""
-    return create_cache(cfg.data, memory=len(comp.train) * cfg.data.cache_side**2 * cfg.data.channels < 2**30)
+    return create_cache(cfg, memory=len(comp.train) * cfg.data.cache_side**2 * cfg.data.channels < 2**30)
 
 
 def prebuild_train_cache(cfg: Config, comp: Competition, runtime: Runtime | None = None,
