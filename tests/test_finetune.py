@@ -104,3 +104,14 @@ def test_freeze_settings_that_defeat_themselves_are_warned():
     random_backbone = Config(train={"epochs": 5, "freeze_epochs": 1})
     assert any("freezes a random backbone" in line for line in setting_warnings(random_backbone, 100))
     assert not setting_warnings(Config(model={"pretrained": "imagenet"}, train={"epochs": 5, "freeze_epochs": 1}), 100)
+
+
+def test_a_regression_head_gets_layer_decay_and_a_frozen_backbone_like_its_network():
+    model = create_model(ModelConfig(name="resnet18", head="regress"), 4, 3)
+    groups = layer_decay_groups(model, lr=1e-2, weight_decay=1e-4, layer_decay=0.5)
+    by_param = {id(p): g["lr"] for g in groups for p in g["params"]}
+    assert by_param[id(model.net.fc.weight)] == pytest.approx(1e-2)
+    assert by_param[id(model.net.conv1.weight)] == pytest.approx(1e-2 * 0.5 ** 9)
+    frozen = set_backbone_frozen(model, True)
+    trainable = {k for k, v in model.named_parameters() if v.requires_grad}
+    assert trainable == {"net.fc.weight", "net.fc.bias"} and frozen == len(list(model.parameters())) - 2

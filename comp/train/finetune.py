@@ -13,6 +13,14 @@ from torch import nn
 from comp.errors import ModelError
 
 
+def _network(model: nn.Module) -> nn.Module:
+    """The network whose layers and classifier the fine-tuning controls address: a regression head's inner one
+    (:class:`comp.models.grade.GradeHead` only turns its single output into a grade; it has no parameters)."""
+    from comp.models.grade import GradeHead
+
+    return model.net if isinstance(model, GradeHead) else model
+
+
 def layer_decay_groups(model: nn.Module, lr: float, weight_decay: float, layer_decay: float) -> list[dict]:
     """Optimiser parameter groups with per-depth learning rates (and no weight decay on 1-d parameters).
 
@@ -27,7 +35,7 @@ def layer_decay_groups(model: nn.Module, lr: float, weight_decay: float, layer_d
     """
     from timm.optim._param_groups import param_groups_layer_decay
 
-    groups = param_groups_layer_decay(model, weight_decay=weight_decay, layer_decay=layer_decay)
+    groups = param_groups_layer_decay(_network(model), weight_decay=weight_decay, layer_decay=layer_decay)
     for group in groups:
         group["lr"] = lr * group["lr_scale"]  # torch's schedulers scale each group's own lr
     return groups
@@ -54,6 +62,7 @@ def set_backbone_frozen(model: nn.Module, frozen: bool) -> int:
     Frozen parameters get no gradient, so the optimiser skips them (their Adam moments stay empty). The
     BatchNorm running statistics still follow the new data, as in fastai's ``freeze``.
     """
+    model = _network(model)
     heads = head_names(model)
     count = 0
     for name, param in model.named_parameters():
