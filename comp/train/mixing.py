@@ -48,10 +48,9 @@ class BatchMixer:
         state = np.random.get_state()
         np.random.seed(derive_seed(self.seed, epoch, step, "mix") % 2**32)
         try:
-            mixed, soft[:n] = self.mixup(images[:n], labels[:n])
+            _, soft[:n] = self.mixup(images[:n], labels[:n])  # timm mixes the view, so ``images``, in place
         finally:
             np.random.set_state(state)
-        images[:n] = mixed
         return images, soft
 
 
