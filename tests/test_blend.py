@@ -101,3 +101,19 @@ def test_submit_weights_auto_needs_two_experiments(project):  # noqa: F811
     result = invoke("submit", "exp", "--weights", "auto", "--config", project["config"])
     assert result.exit_code == 2 and "exp alone has nothing to blend" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_tta_auto_with_weights_auto_predicts_the_oof_once(project, monkeypatch):  # noqa: F811
+    import comp.submit.make as make
+
+    cfg2 = project["cfg"].model_copy(update={"name": "exp2"})
+    fabricate_run(cfg2, project["comp"], seed=1)
+    passes = []
+    real = make._oof_view_logits
+    monkeypatch.setattr(make, "_oof_view_logits", lambda ctx, views: passes.append(len(views)) or real(ctx, views))
+    result = invoke("submit", "exp", "exp2", "--weights", "auto", "--tta", "auto", "--config", project["config"])
+    assert result.exit_code == 0, result.output
+    assert len(passes) == 1  # the --tta auto pass under every candidate view; the blend fit reuses its logits
+    meta = json.loads(next((project["dir"] / "submissions").glob("exp+exp2*.json")).read_text())
+    auto = meta["weights_auto"]
+    assert meta["oof"]["accuracy"] == pytest.approx(auto["blend_oof_crossfit" if auto["kept"] else "equal_weights_oof"])

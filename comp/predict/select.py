@@ -49,6 +49,12 @@ def union_views(policies: Sequence[str]) -> list[View]:
     return list(dict.fromkeys(v for p in policies for v in parse_tta(p)))
 
 
+def member_probs(view_logits: Sequence[np.ndarray], columns: list[int], mode: str) -> list[torch.Tensor]:
+    """Per experiment, (N, K) OOF probabilities of the views ``columns`` (of its (N, V, K) logits) merged."""
+    return [merge_logits(torch.from_numpy(np.ascontiguousarray(v[:, columns].transpose(1, 0, 2))), mode)
+            for v in view_logits]
+
+
 def blend_oof(view_logits: Sequence[np.ndarray], columns: list[int], mode: str,
               weights: Sequence[float] | None = None) -> np.ndarray:
     """OOF probabilities (N, K) of a blend: per experiment merge the views, then blend experiments.
@@ -59,8 +65,7 @@ def blend_oof(view_logits: Sequence[np.ndarray], columns: list[int], mode: str,
         mode: Merge mode for views and for experiments.
         weights: Experiment weights (None: equal).
     """
-    per_exp = [merge_logits(torch.from_numpy(np.ascontiguousarray(v[:, columns].transpose(1, 0, 2))), mode)
-               for v in view_logits]
+    per_exp = member_probs(view_logits, columns, mode)
     if len(per_exp) == 1:
         return per_exp[0].double().numpy()
     return merge_probs(torch.stack(per_exp), mode, weights).double().numpy()

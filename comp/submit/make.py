@@ -21,9 +21,9 @@ from comp.errors import SubmitError
 from comp.io import atomic_write_texts
 from comp.lock import experiment_lock
 from comp.predict.blend import BlendFit, crossfit_blend
-from comp.predict.ensemble import MERGE_MODES, merge_logits, merge_probs, normalize_weights
+from comp.predict.ensemble import MERGE_MODES, merge_probs, normalize_weights
 from comp.predict.ordinal import CutPoints, apply_cutpoints, crossfit_cutpoints, expected_grade
-from comp.predict.select import PolicyScore, auto_policies, blend_oof, score_policies, union_views
+from comp.predict.select import PolicyScore, auto_policies, blend_oof, member_probs, score_policies, union_views
 from comp.predict.tta import IDENTITY, parse_tta
 from comp.submit.format import SampleFormat, build_submission, probs_frame, sample_format, to_csv_text
 from comp.submit.score import SCORE_METRICS, score_predictions
@@ -176,9 +176,10 @@ def _test_probs(ctx: _Context, views: list, mode: str) -> tuple[list[str], np.nd
 
 
 def _choose_policy(ctx: _Context, request: SubmitRequest, y: np.ndarray):
-    """(policy, merge mode, ``--tta auto`` table or None, OOF probabilities of the choice or None)."""
+    """(policy, merge mode, ``--tta auto`` table or None, OOF probabilities of the choice or None, and the
+    OOF logits with the chosen views' columns, for ``--weights auto`` to reuse, or None)."""
     if request.tta != "auto":
-        return request.tta, request.merge, None, None
+        return request.tta, request.merge, None, None, None
     policies = auto_policies(ctx.experiments)  # AUTO_POLICIES less resizing for fixed-size models
     candidates = union_views(policies)
     logits = _oof_view_logits(ctx, candidates)  # one OOF pass under every candidate view
@@ -186,7 +187,7 @@ def _choose_policy(ctx: _Context, request: SubmitRequest, y: np.ndarray):
     table = score_policies(logits, candidates, y, ctx.cfg.train.monitor, policies, modes, weights=ctx.weights)
     best = table[0]
     columns = [candidates.index(v) for v in parse_tta(best.policy)]
-    return best.policy, best.merge, table, blend_oof(logits, columns, best.merge, ctx.weights)
+    return best.policy, best.merge, table, blend_oof(logits, columns, best.merge, ctx.weights), (logits, columns)
 
 
 def _settings(cfg: Config, settings):
@@ -208,33 +209,31 @@ def plan_submission(cfg: Config, request: SubmitRequest, settings=None, runs_dir
     """
     ctx = _load(cfg, request, _settings(cfg, settings), runs_dir)
     y = ctx.comp.train["target"].to_numpy()
-    policy, mode, table, oof = _choose_policy(ctx, request, y)
+    policy, mode, table, oof, chosen = _choose_policy(ctx, request, y)
     views = parse_tta(policy)
     blend = None
     if request.weights == "auto":
-        blend = _fit_blend(ctx, views, mode, y)
+        blend = _fit_blend(ctx, views, mode, y, chosen)
         ctx.weights, oof = blend.weights, blend.oof  # the test uses the weights; the OOF is cross-fitted
     oof, cut = _oof_and_cutpoints(ctx, request, views, mode, oof, y)
     oof_labels = None if cut is None else cut.oof_pred  # each held-out fold cut by points fitted on the others
     return SubmitPlan(ctx, policy, mode, views, table, cut, _oof_metrics(ctx.fmt, oof, y, oof_labels), blend)
 
 
-def _member_oofs(ctx: _Context, views: list, mode: str) -> np.ndarray:
-    """(M, N, C): each experiment's OOF probabilities under the chosen views (its oof.csv without TTA)."""
-    import torch
-
+def _member_oofs(ctx: _Context, views: list, mode: str, chosen=None) -> np.ndarray:
+    """(M, N, C): each experiment's OOF probabilities under the chosen views: from the logits ``--tta auto``
+    already computed (``chosen``), else its oof.csv without TTA, else one OOF pass."""
     from comp.predict.runs import read_oof_probs
 
-    if views == [IDENTITY]:
+    if chosen is None and views == [IDENTITY]:
         stored = [read_oof_probs(e, ctx.comp) for e in ctx.experiments]
         if all(p is not None for p in stored):
             return np.stack(stored).astype(np.float64)
-    per_exp = [merge_logits(torch.from_numpy(np.ascontiguousarray(v.transpose(1, 0, 2))), mode).double().numpy()
-               for v in _oof_view_logits(ctx, views)]
-    return np.stack(per_exp)
+    logits, columns = chosen or (_oof_view_logits(ctx, views), list(range(len(views))))
+    return np.stack([p.double().numpy() for p in member_probs(logits, columns, mode)])
 
 
-def _fit_blend(ctx: _Context, views: list, mode: str, y: np.ndarray) -> BlendFit:
+def _fit_blend(ctx: _Context, views: list, mode: str, y: np.ndarray, chosen=None) -> BlendFit:
     """``--weights auto``: weights fitted on the OOF, cross-fitted over the folds for an honest score."""
     from comp.predict.select import monitored_metric
 
@@ -244,7 +243,8 @@ def _fit_blend(ctx: _Context, views: list, mode: str, y: np.ndarray) -> BlendFit
         return metric, _oof_metrics(ctx.fmt, probs, y, None)[metric]
 
     folds = ctx.experiments[0].folds.frame["fold"].to_numpy()
-    return crossfit_blend(_member_oofs(ctx, views, mode), y, folds, mode, [e.name for e in ctx.experiments], score)
+    names = [e.name for e in ctx.experiments]
+    return crossfit_blend(_member_oofs(ctx, views, mode, chosen), y, folds, mode, names, score)
 
 
 def make_submission(cfg: Config, request: SubmitRequest, settings=None, out_dir: Path = SUBMISSIONS_DIR,
