@@ -180,7 +180,7 @@ def run(args: argparse.Namespace, log=print) -> dict:
 
     from benchmarks import measure, report, workloads
     from comp.config import TrainConfig
-    from comp.train.device import setup_runtime
+    from comp.device import setup_runtime
 
     plan = Plan.quick() if args.quick else Plan()
     names, old = args.workloads, args.old

@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from comp.config import ModelConfig, TrainConfig
+from comp.device import Runtime
 from comp.models.factory import create_model
-from comp.train.device import Runtime
 from comp.train.optim import create_optimizer
 
 _STATUS = Path("/proc/self/status")
@@ -219,7 +219,7 @@ def measure_model_step(name: str, batch_size: int, image_size: int, num_classes:
         batch_size: Images per step.
         image_size: Side of the (square) images.
         num_classes: Classifier outputs.
-        runtime: Device and autocast (from ``comp.train.device.setup_runtime``).
+        runtime: Device and autocast (from ``comp.device.setup_runtime``).
         reps: Timed repetitions per model, alternated between the two.
         warmup: Untimed steps per model first.
         min_rep_s: Shortest repetition (see :func:`time_steps`).

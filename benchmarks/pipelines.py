@@ -24,14 +24,14 @@ from torch.utils.data import DataLoader, Dataset
 from benchmarks.measure import PeakMemory, release, summarize, sync
 from comp.competition import load_competition
 from comp.config import AugmentConfig, Config, DataConfig, FoldsConfig, ModelConfig, SubmitConfig, TrainConfig
+from comp.device import Runtime
 from comp.folds import make_folds, read_folds, write_folds
 from comp.models.factory import create_model, resolve_normalization
 from comp.predict.experiment import predict_test
 from comp.predict.inference import resolve_settings
 from comp.predict.runs import Experiment, Member
 from comp.predict.tta import parse_tta
-from comp.train.checkpoint import load_checkpoint
-from comp.train.device import Runtime
+from comp.runs.checkpoint import load_checkpoint
 from comp.train.optim import create_optimizer
 from comp.train.runner import run_training
 
@@ -79,14 +79,14 @@ def run_comp_train(cfg: Config, work: Path) -> dict:
         first pass from an empty cache: the training images over epoch 1 plus their share of the cache
         build that comp runs before it (older comps decoded inside epoch 1: ``cache_seconds`` 0).
     """
-    from comp.train.device import resolve_device
+    from comp.device import resolve_device
 
     shutil.rmtree(cfg.data.cache_dir, ignore_errors=True)
     with working_dir(work):
         comp = load_competition(cfg.data)
         write_folds(make_folds(comp, cfg.folds.k, cfg.folds.seed, cfg.folds.name), force=True)
         with PeakMemory(resolve_device(cfg.train.device)) as memory:
-            summary = run_training(cfg, fold=str(FOLD), log=_quiet)
+            summary = run_training(cfg, folds=[FOLD], log=_quiet)
         history = pd.read_csv(cfg.run_dir / f"fold{FOLD}" / "history.csv")
         labels = read_folds(cfg.folds.name).frame["fold"]
         train_images = int((labels != FOLD).sum())

@@ -7,6 +7,7 @@ and wrong types name the key, the value and the expected type.
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import os
 from pathlib import Path
@@ -29,6 +30,7 @@ from comp.config_sections import (  # noqa: F401  (re-exported: comp.config is w
     _plain_name,
 )
 from comp.errors import ConfigError
+from comp.runs.layout import CONFIG, RUNS_DIR, RunFolder
 
 DEFAULT_CONFIG = Path("configs/demo.yaml")
 
@@ -73,31 +75,49 @@ class Config(Section):
 
     @property
     def run_dir(self) -> Path:
-        return Path("runs") / self.name
+        """``runs/<name>``: the experiment's folder (its layout: :class:`comp.runs.layout.RunFolder`)."""
+        return RUNS_DIR / self.name
+
+    @property
+    def run(self) -> RunFolder:
+        """The experiment's folder and every path in it."""
+        return RunFolder(self.run_dir)
 
 
-def _valid_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
-    keys = []
-    for name, field in model.model_fields.items():
+def schema_fields(model: type[BaseModel] | None = None, prefix: str = "") -> dict[str, Any]:
+    """Every setting of the schema as ``{dotted key: pydantic field}``, sections before their keys.
+
+    The one walker over the config schema: valid keys, a key's type and its suggestions all come from here.
+    """
+    model = Config if model is None else model
+    found: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
         dotted = f"{prefix}{name}"
-        keys.append(dotted)
-        ann = field.annotation
+        found[dotted] = info
+        ann = info.annotation
         if isinstance(ann, type) and issubclass(ann, BaseModel):
-            keys.extend(_valid_keys(ann, dotted + "."))
-    return keys
+            found.update(schema_fields(ann, dotted + "."))
+    return found
+
+
+@functools.cache
+def _schema() -> dict[str, Any]:
+    return schema_fields()
+
+
+def field_at(key: str) -> Any:
+    """The pydantic field at dotted ``key`` (None when the schema has no such setting)."""
+    return _schema().get(key)
+
+
+def _valid_keys() -> list[str]:
+    return list(_schema())
 
 
 def _field_annotation(loc: tuple) -> Any:
-    """The annotation of the field at ``loc`` (None when it is not a plain field path)."""
-    model: Any = Config
-    annotation = None
-    for part in loc:
-        fields = getattr(model, "model_fields", None)
-        if not fields or part not in fields:
-            return annotation if isinstance(part, int) else None
-        annotation = fields[part].annotation
-        model = annotation
-    return annotation
+    """The annotation of the field at ``loc`` (None when it is not a plain field path; list indices skipped)."""
+    info = field_at(".".join(str(p) for p in loc if not isinstance(p, int)))
+    return None if info is None else info.annotation
 
 
 def _type_name(annotation: Any) -> str:
@@ -128,7 +148,7 @@ def _describe_error(err: dict[str, Any], source: str, overridden: set[str], over
     if not loc:  # a rule across sections (Config's model validator): its message names the key
         return f"{source}: {err['msg'].removeprefix('Value error, ')}"
     if err["type"] == "extra_forbidden":
-        keys = _valid_keys(Config)
+        keys = _valid_keys()
         close = difflib.get_close_matches(loc, keys, n=1, cutoff=0.6)
         hint = f"; did you mean {close[0]}?" if close else f"; valid keys here: {_siblings(loc)}"
         return f"{where}: {loc}: unknown key{hint}"
@@ -140,7 +160,7 @@ def _describe_error(err: dict[str, Any], source: str, overridden: set[str], over
 def _siblings(loc: str) -> str:
     parent = loc.rpartition(".")[0]
     prefix = parent + "." if parent else ""
-    names = [k for k in _valid_keys(Config) if k.startswith(prefix) and "." not in k[len(prefix):]]
+    names = [k for k in _valid_keys() if k.startswith(prefix) and "." not in k[len(prefix):]]
     return ", ".join(names)
 
 
@@ -162,19 +182,46 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
+def set_dotted(raw: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
+    """Set dotted ``key`` in the raw config mapping ``raw`` (sections are created as needed); returns ``raw``.
+
+    The one setter: ``--set``, ``--params``, CLI shortcuts and tuning trials all set keys through it.
+    """
+    *sections, leaf = key.split(".")
+    node = raw
+    for part in sections:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[leaf] = value
+    return raw
+
+
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Return ``raw`` with each dotted override set (sections are created as needed)."""
+    """Return ``raw`` with each ``key=value`` override set."""
     for item in overrides:
         path, value = parse_override(item)
-        node = raw
-        for part in path[:-1]:
-            child = node.get(part)
-            if not isinstance(child, dict):
-                child = {}
-                node[part] = child
-            node = child
-        node[path[-1]] = value
+        set_dotted(raw, ".".join(path), value)
     return raw
+
+
+def with_values(cfg: Config, values: dict[str, Any], source: str) -> Config:
+    """A validated copy of ``cfg`` with the dotted ``values`` set: how options reach a loaded config.
+
+    Args:
+        cfg: The config to start from (not changed).
+        values: Typed values by dotted key (``{"train.epochs": 3}``).
+        source: What to name when a value is refused (``--epochs``, a params file, ``tune.space``).
+
+    Raises:
+        ConfigError: An unknown key (with the closest valid one) or a value the config refuses.
+    """
+    raw = cfg.to_dict()
+    for key, value in values.items():
+        set_dotted(raw, key, value)
+    return build_config(raw, "config", set(values), override_source=source)
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -246,7 +293,7 @@ def write_resolved(cfg: Config, directory: Path) -> Path:
 
     directory.mkdir(parents=True, exist_ok=True)
     text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
-    return atomic_write_text(directory / "config.yaml", text)
+    return atomic_write_text(directory / CONFIG, text)
 
 
 def env_flag(name: str) -> bool:
@@ -259,12 +306,7 @@ def apply_params(cfg: Config, path: Path) -> Config:
     Raises:
         ConfigError: the file is malformed or names an unknown key.
     """
-    params = read_yaml(Path(path))
-    flat = flatten_keys(params)
-    raw = cfg.to_dict()
-    for key, value in flat.items():
-        apply_overrides(raw, [f"{key}={json.dumps(value)}"])
-    return build_config(raw, "config", set(flat), override_source=str(path))
+    return with_values(cfg, flatten_keys(read_yaml(Path(path))), str(path))
 
 
 def flatten_keys(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -47,3 +47,11 @@ class ReportError(CompError):
 
 class BundleError(CompError):
     """An exported bundle is incomplete, altered, of another format, or does not fit the test data."""
+
+
+class LockError(CompError):
+    """Another process is writing (or reading) the same experiment."""
+
+
+class ArtifactError(CompError):
+    """A file under ``runs/<exp>/`` cannot be read (torn, hand-edited, or from an unknown layout)."""

@@ -14,13 +14,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from comp.errors import CompError
+from comp.errors import LockError
 
 LOCK_NAME = ".lock"
-
-
-class LockError(CompError):
-    """Another process is writing (or reading) the same experiment."""
 
 
 def _holder(path: Path) -> str:

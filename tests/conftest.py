@@ -21,7 +21,7 @@ def _one_torch_thread():
     ``train.threads: auto`` means 1 here too."""
     import torch
 
-    import comp.train.device as device
+    import comp.device as device
 
     previous, resolve = torch.get_num_threads(), device.resolve_threads
     torch.set_num_threads(1)

@@ -104,7 +104,7 @@ def test_submit_weights_auto_needs_two_experiments(project):  # noqa: F811
 
 
 def test_tta_auto_with_weights_auto_predicts_the_oof_once(project, monkeypatch):  # noqa: F811
-    import comp.submit.make as make
+    import comp.predict.plan as make
 
     cfg2 = project["cfg"].model_copy(update={"name": "exp2"})
     fabricate_run(cfg2, project["comp"], seed=1)

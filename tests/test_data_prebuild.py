@@ -12,8 +12,8 @@ from comp.cli import main
 from comp.cli.common import progress_bar
 from comp.data.cache import ImageCache, create_cache
 from comp.data.prebuild import build_cache, missing, usable_cores
+from comp.device import resolve_threads
 from comp.errors import DataError
-from comp.train.device import resolve_threads
 from tests.conftest import write_image
 
 
@@ -117,7 +117,7 @@ def test_comp_data_cache_builds_train_and_test_then_train_decodes_nothing(tiny_p
     again = CliRunner().invoke(main, ["data", "cache", "--config", str(path)])
     assert "all 27 train images cached" in again.output
     lines: list[str] = []
-    summary = run_training(load_config(path), fold="0", log=lines.append)
+    summary = run_training(load_config(path), folds=[0], log=lines.append)
     assert summary.cache.decoded == 0 and summary.cache.images == 27
     assert not any(line.startswith("image cache") for line in lines)
 
@@ -128,7 +128,7 @@ def test_train_builds_the_cache_before_the_first_epoch_and_says_so(tiny_project)
 
     cfg = load_config(tiny_project()["path"])
     lines: list[str] = []
-    summary = run_training(cfg, fold="0", log=lines.append)
+    summary = run_training(cfg, folds=[0], log=lines.append)
     assert summary.cache.decoded == 27
     first = next(i for i, line in enumerate(lines) if line.startswith("image cache: decoded 27 of 27 train images"))
     assert first < next(i for i, line in enumerate(lines) if "epoch" in line)

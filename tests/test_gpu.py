@@ -17,8 +17,8 @@ from click.testing import CliRunner
 from comp.cli import main
 from comp.config import load_config
 from comp.data import create_loader, normalize_batch, to_device
-from comp.train.checkpoint import load_checkpoint
-from comp.train.device import resolve_amp
+from comp.device import resolve_amp
+from comp.runs.checkpoint import load_checkpoint
 from comp.train.optim import create_optimizer
 from comp.train.runner import run_training
 
@@ -46,7 +46,7 @@ def tensors_of(state) -> list[torch.Tensor]:
 def test_training_on_cuda_with_each_precision(tiny_project, amp):
     project = tiny_project(augment={"preset": "light"})
     cfg = load_config(project["config"](train={"device": "cuda", "amp": amp, "epochs": 2, "grad_clip": 1.0}))
-    run_training(cfg, fold="0", log=quiet)
+    run_training(cfg, folds=[0], log=quiet)
     run = project["dir"] / "runs/exp/fold0"
     history = pd.read_csv(run / "history.csv")
     assert len(history) == 2 and np.isfinite(history["train_loss"]).all() and np.isfinite(history["valid_loss"]).all()
@@ -81,14 +81,14 @@ def test_cuda_resume_after_an_interrupted_epoch(tiny_project, monkeypatch):
 
     monkeypatch.setattr(fold_module, "train_one_epoch", dies_in_epoch_3)
     with pytest.raises(KeyboardInterrupt):
-        run_training(cfg, fold="0", log=quiet)
+        run_training(cfg, folds=[0], log=quiet)
     run = project["dir"] / "runs/exp/fold0"
     interrupted = load_checkpoint(run / "last.pt")
     assert interrupted["epoch"] == 2 and not (run / "history.csv").exists()
 
     monkeypatch.setattr(fold_module, "train_one_epoch", real)
     lines: list[str] = []
-    run_training(cfg, fold="0", resume=True, log=lines.append)
+    run_training(cfg, folds=[0], resume=True, log=lines.append)
     assert any("resuming after epoch 2" in line for line in lines)
     history = pd.read_csv(run / "history.csv")
     assert list(history["epoch"]) == [1, 2, 3] and np.isfinite(history["train_loss"]).all()

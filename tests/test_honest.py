@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from comp.config import load_config
-from comp.train.checkpoint import load_checkpoint
+from comp.runs.checkpoint import load_checkpoint
 from comp.train.optim import create_criterion
 from comp.train.runner import run_training
 
@@ -83,18 +83,18 @@ def test_ema_warms_up_so_early_updates_follow_the_model():
 
 def test_ema_horizon_longer_than_a_third_of_the_run_is_one_warning_line(project):
     lines = []
-    run_training(load_config(project["path"], ["train.epochs=1", "train.ema=0.999"]), fold="0", log=lines.append)
+    run_training(load_config(project["path"], ["train.epochs=1", "train.ema=0.999"]), folds=[0], log=lines.append)
     warned = [line for line in lines if "warning: train.ema=0.999" in line]
     assert len(warned) == 1 and "\n" not in warned[0], lines
     lines.clear()
-    run_training(load_config(project["path"], ["train.epochs=4", "train.ema=0.5"]), fold="0", log=lines.append)
+    run_training(load_config(project["path"], ["train.epochs=4", "train.ema=0.5"]), folds=[0], log=lines.append)
     assert not [line for line in lines if "warning" in line]
 
 
 def test_ema_resume_continues_the_warm_up_exactly(project):
     from comp.competition import load_competition
+    from comp.device import setup_runtime
     from comp.folds import folds_hash, read_folds
-    from comp.train.device import setup_runtime
     from comp.train.runner import fold_spec, run_fold, training_hash
 
     cfg = load_config(project["path"], ["train.epochs=3", "train.ema=0.9"])
@@ -130,7 +130,7 @@ def test_valid_loss_is_plain_logloss_whatever_the_weights_and_smoothing(project)
     """``monitor: loss`` selects epochs and scores trials: it must not be each trial's own weighted criterion."""
     cfg = load_config(project["path"], ["train.epochs=1", "train.monitor=loss", "train.label_smoothing=0.3",
                                         "train.class_weights=[1.0,8.0,1.0]"])
-    row = run_training(cfg, fold="0", log=quiet).results[0].history[0]
+    row = run_training(cfg, folds=[0], log=quiet).results[0].history[0]
     assert row["valid_loss"] == pytest.approx(row["logloss"], rel=1e-4)
 
 
@@ -144,7 +144,7 @@ def test_full_fit_counts_only_folds_of_this_folds_file_and_config(project):
     run = project["dir"] / "runs/exp"
     (run / "fold7").mkdir()
     (run / "fold7/metrics.json").write_text(json.dumps(stale))  # left by an earlier k=8 run
-    run_training(cfg, fold="none", full=True, log=quiet)
+    run_training(cfg, folds=[], full=True, log=quiet)
     assert len(pd.read_csv(run / "full/history.csv")) == 1  # was round(mean(1, 1, 1, 12)) = 4
 
 
@@ -160,7 +160,7 @@ def test_a_tie_in_the_monitor_keeps_the_epoch_with_the_lower_logloss(project, mo
         return metrics, probs
 
     monkeypatch.setattr(fold_module, "evaluate", evaluate)
-    result = run_training(load_config(project["path"], ["train.epochs=3"]), fold="0", log=quiet).results[0]
+    result = run_training(load_config(project["path"], ["train.epochs=3"]), folds=[0], log=quiet).results[0]
     assert result.best_epoch == 2 and result.best_score == 0.8
 
 
@@ -248,8 +248,8 @@ def test_train_after_tune_does_not_rerun_the_best_trial_and_cv_marks_the_tuned_f
 def _repredict_best(project, cfg_path, run: str) -> tuple[np.ndarray, np.ndarray]:
     """One process re-predicts ``runs/<run>/fold0/best.pt`` on fold 0's rows: (re-predicted, OOF) probs."""
     from comp.competition import load_competition
+    from comp.device import setup_runtime
     from comp.folds import read_folds
-    from comp.train.device import setup_runtime
     from comp.train.engine import evaluate
     from comp.train.fold import FoldTrainer
     from comp.train.runner import fold_spec
@@ -283,9 +283,9 @@ def test_ddp_oof_is_a_reprediction_of_best_pt(project, ema):
 
 
 def test_sync_bn_on_cpu_ddp_is_refused_and_ignored_alone_with_a_warning():
+    from comp.device import Runtime
     from comp.errors import TrainError
     from comp.train.checks import setting_warnings, use_sync_bn
-    from comp.train.device import Runtime
 
     ddp_cpu = Runtime(device=torch.device("cpu"), amp_dtype=None, rank=0, world_size=2, local_rank=0)
     with pytest.raises(TrainError, match="train.sync_bn=true: SyncBatchNorm needs CUDA"):
@@ -335,7 +335,7 @@ def test_onecycle_keeps_sgd_momentum_as_set():
 def test_class_weights_with_sampler_strength_is_one_warning(project):
     lines = []
     run_training(load_config(project["path"], ["train.epochs=1", "train.class_weights=balanced",
-                                               "train.sampler_strength=1.0"]), fold="0", log=lines.append)
+                                               "train.sampler_strength=1.0"]), folds=[0], log=lines.append)
     assert len([line for line in lines if "up-weighted twice" in line]) == 1
 
 

@@ -73,8 +73,8 @@ def project(tiny_project):
 
 def test_resume_with_mixup_matches_an_uninterrupted_run(project):
     from comp.competition import load_competition
+    from comp.device import setup_runtime
     from comp.folds import folds_hash, read_folds
-    from comp.train.device import setup_runtime
     from comp.train.runner import fold_spec, run_fold, training_hash
 
     cfg = load_config(project["path"], ["train.epochs=3", "train.batch_size=4", "train.mixup=0.4",

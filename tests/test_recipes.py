@@ -116,7 +116,7 @@ def test_recipe_trains_one_step_in_its_layout(recipe, tmp_path, monkeypatch, off
     args = ["folds", "make", "--config", str(path)] + [a for o in overrides for a in ("--set", o)]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
-    run_training(cfg, fold="0", log=lambda line: None)
+    run_training(cfg, folds=[0], log=lambda line: None)
     metrics = json.loads((tmp_path / "runs" / cfg.name / "fold0" / "metrics.json").read_text())
     assert metrics["epochs_run"] == 1 and metrics["monitor"] == cfg.train.monitor
     assert (tmp_path / "runs" / cfg.name / "fold0" / "oof.csv").is_file()

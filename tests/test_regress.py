@@ -56,7 +56,7 @@ def test_regression_head_trains_and_its_oof_and_test_files_hold_grades(tiny_proj
     assert np.allclose(probs @ np.arange(3), oof["grade"], atol=1e-4)
     history = pd.read_csv(run / "fold0/history.csv")
     assert (history["valid_loss"] < 2).all()  # SmoothL1 on the grade, not the log loss of two-hot rows
-    assert -1 <= summary.cv["oof"]["qwk"] <= 1  # scored like any run
+    assert -1 <= summary.cv.oof["qwk"] <= 1  # scored like any run
     result = CliRunner().invoke(main, ["submit", "--config", str(project["path"]), "--ordinal", "--tta", "hflip"])
     assert result.exit_code == 0, result.output
     test_probs = pd.read_csv(project["dir"] / "submissions/exp-tta-probs.csv", dtype={"id": str})

@@ -15,7 +15,7 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from comp.cli import main
 from comp.config import Config
-from comp.train.metrics import compute_metrics
+from comp.metrics import compute_metrics
 
 HISTORY_COLUMNS = ["epoch", "lr", "train_loss", "valid_loss", "accuracy", "f1", "qwk", "auc", "logloss",
                    "seconds", "images_per_s"]
@@ -249,7 +249,8 @@ def test_cli_clear_error_without_finished_fold(in_tmp, setup, message):
 
 
 def test_write_report_needs_an_experiment(tmp_path):
-    from comp.report import ReportError, write_report
+    from comp.errors import ReportError
+    from comp.report import write_report
 
     with pytest.raises(ReportError, match="no experiment"):
         write_report([], runs_dir=tmp_path)
@@ -267,7 +268,7 @@ def test_macro_f1_averages_over_every_class():
     """A class absent from y_true still counts (scikit-learn's and Kaggle's macro over all classes)."""
     from sklearn.metrics import f1_score
 
-    from comp.train.metrics import compute_metrics
+    from comp.metrics import compute_metrics
 
     y = np.array([0, 0, 1, 1])
     probs = np.eye(3)[[0, 2, 1, 1]]  # one row predicted as class 2, which y_true never has

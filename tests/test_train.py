@@ -21,7 +21,7 @@ from click.testing import CliRunner
 from comp.cli import main
 from comp.config import load_config
 from comp.errors import CheckpointError, FoldsError, TrainError
-from comp.train.checkpoint import load_checkpoint
+from comp.runs.checkpoint import load_checkpoint
 from comp.train.runner import run_training
 
 
@@ -55,12 +55,12 @@ def test_all_folds_write_every_artifact(project):
     cv = json.loads((run / "cv.json").read_text())
     assert set(cv["per_fold"]) == {"0", "1", "2"} and cv["complete"]
     assert cv["mean"]["accuracy"] == pytest.approx(np.mean([v["accuracy"] for v in cv["per_fold"].values()]))
-    assert summary.cv["oof"]["accuracy"] == cv["oof"]["accuracy"]
+    assert summary.cv.oof["accuracy"] == cv["oof"]["accuracy"]
     assert (run / "config.yaml").is_file()
 
 
 def test_checkpoints_load_weights_only_with_metadata(project):
-    run_training(load_config(project["path"], ["train.epochs=1"]), fold="0", log=quiet)
+    run_training(load_config(project["path"], ["train.epochs=1"]), folds=[0], log=quiet)
     last = load_checkpoint(project["dir"] / "runs/exp/fold0/last.pt")
     best = load_checkpoint(project["dir"] / "runs/exp/fold0/best.pt")
     for key in ("model", "optimizer", "scheduler", "rng", "epoch", "classes", "config_hash", "folds_hash"):
@@ -71,19 +71,19 @@ def test_checkpoints_load_weights_only_with_metadata(project):
 
 def test_same_seed_same_metrics_and_oof(project):
     cfg = load_config(project["path"])
-    run_training(cfg, fold="0", log=quiet)
+    run_training(cfg, folds=[0], log=quiet)
     first = history(project["dir"] / "runs/exp")
     oof_first = (project["dir"] / "runs/exp/fold0/oof.csv").read_bytes()
-    run_training(cfg, fold="0", log=quiet)
+    run_training(cfg, folds=[0], log=quiet)
     pd.testing.assert_frame_equal(first, history(project["dir"] / "runs/exp"))
     assert (project["dir"] / "runs/exp/fold0/oof.csv").read_bytes() == oof_first
 
 
 def test_resume_skips_finished_fold(project):
     cfg = load_config(project["path"])
-    run_training(cfg, fold="0", log=quiet)
+    run_training(cfg, folds=[0], log=quiet)
     lines = []
-    run_training(cfg, fold="0", resume=True, log=lines.append)
+    run_training(cfg, folds=[0], resume=True, log=lines.append)
     assert any("already finished" in line for line in lines)
     assert not any("epoch" in line and "/2" in line for line in lines)
 
@@ -92,7 +92,7 @@ def test_resume_after_sigkill_matches_uninterrupted(project):
     """Kill the CLI with SIGKILL during epoch 2 of 3, resume, and compare with an uninterrupted run."""
     path = project["config"](train={"epochs": 3, "batch_size": 4})
     cfg = load_config(path)
-    run_training(cfg, fold="0", log=quiet)
+    run_training(cfg, folds=[0], log=quiet)
     reference = history(project["dir"] / "runs/exp")
     reference_oof = (project["dir"] / "runs/exp/fold0/oof.csv").read_bytes()
 
@@ -121,7 +121,7 @@ def test_resume_after_sigkill_matches_uninterrupted(project):
     assert not (project["dir"] / "runs/exp/fold0").exists()
 
     lines = []
-    run_training(cfg, fold="0", resume=True, log=lines.append)
+    run_training(cfg, folds=[0], resume=True, log=lines.append)
     assert any("resuming after epoch 1" in line for line in lines)
     pd.testing.assert_frame_equal(reference, history(project["dir"] / "runs/exp"))
     assert (project["dir"] / "runs/exp/fold0/oof.csv").read_bytes() == reference_oof
@@ -147,7 +147,7 @@ def test_nan_loss_stops_with_epoch_and_step_and_keeps_checkpoint(project, monkey
 
     monkeypatch.setattr(fold_module, "create_criterion", poisoned)
     with pytest.raises(TrainError, match=r"fold 0: loss is nan at epoch 2, step 2;.*last good checkpoint is kept"):
-        run_training(load_config(project["path"], ["train.batch_size=8"]), fold="0", log=quiet)
+        run_training(load_config(project["path"], ["train.batch_size=8"]), folds=[0], log=quiet)
     last = load_checkpoint(project["dir"] / "runs/exp/.staging/fold0/last.pt")  # --resume continues from it
     assert not (project["dir"] / "runs/exp/fold0").exists()  # nothing half-done takes a fold's place
     assert last["epoch"] == 1 and all(torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point())
@@ -162,17 +162,17 @@ def test_nan_loss_through_cli_is_one_line(project):
 
 def test_resume_refuses_other_folds_file(project):
     cfg = load_config(project["path"], ["train.epochs=1"])
-    run_training(cfg, fold="0", log=quiet)
+    run_training(cfg, folds=[0], log=quiet)
     result = CliRunner().invoke(main, ["folds", "make", "--config", str(project["path"]), "--seed", "5", "--force"])
     assert result.exit_code == 0
     with pytest.raises(CheckpointError, match="trained on another folds file"):
-        run_training(cfg, fold="0", resume=True, log=quiet)
+        run_training(cfg, folds=[0], resume=True, log=quiet)
 
 
 def test_resume_refuses_other_config(project):
-    run_training(load_config(project["path"], ["train.epochs=1"]), fold="0", log=quiet)
+    run_training(load_config(project["path"], ["train.epochs=1"]), folds=[0], log=quiet)
     with pytest.raises(CheckpointError, match="trained with another config"):
-        run_training(load_config(project["path"], ["train.epochs=1", "train.lr=0.5"]), fold="0", resume=True,
+        run_training(load_config(project["path"], ["train.epochs=1", "train.lr=0.5"]), folds=[0], resume=True,
                      log=quiet)
 
 
@@ -187,7 +187,7 @@ def test_folds_file_from_other_k_or_train_csv_refused(project):
 
 def test_bad_fold_argument(project):
     with pytest.raises(TrainError, match="fold 7 does not exist; the folds file has k=3"):
-        run_training(load_config(project["path"]), fold="7", log=quiet)
+        run_training(load_config(project["path"]), folds=[7], log=quiet)
 
 
 def test_full_fit_uses_mean_best_epoch(project):
@@ -204,7 +204,7 @@ def test_full_fit_uses_mean_best_epoch(project):
 def test_early_stopping_and_ema(project):
     cfg = load_config(project["path"], ["train.epochs=6", "train.early_stopping=1", "train.ema=0.9",
                                         "train.monitor=accuracy", "train.lr=1e-12"])
-    summary = run_training(cfg, fold="0", log=quiet)
+    summary = run_training(cfg, folds=[0], log=quiet)
     assert len(summary.results[0].history) < 6  # lr ~0 with EMA: no progress, stops after one bad epoch
 
 
@@ -215,14 +215,14 @@ def test_early_stopping_and_ema(project):
      "augment.preset=medium", "data.channels=1"],
 ])
 def test_loop_options_run(project, extra):
-    summary = run_training(load_config(project["path"], ["train.epochs=1", *extra]), fold="0", log=quiet)
+    summary = run_training(load_config(project["path"], ["train.epochs=1", *extra]), folds=[0], log=quiet)
     assert summary.results[0].history[0]["train_loss"] > 0
 
 
 @pytest.mark.slow
 def test_ddp_two_cpu_processes_with_gloo(project):
     path = project["config"](train={"epochs": 1, "batch_size": 8, "device": "cpu"})  # CPU even where a GPU is
-    run_training(load_config(path, ["name=single"]), fold="0", log=quiet)
+    run_training(load_config(path, ["name=single"]), folds=[0], log=quiet)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
            "-m", "comp", "train", "--config", str(path), "--fold", "0", "--no-report", "--set", "name=ddp"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -238,7 +238,7 @@ def test_ddp_two_cpu_processes_with_gloo(project):
 
 def test_more_torchrun_processes_than_gpus_is_one_clear_error(monkeypatch):
     """Seen on a 1-GPU machine: rank 1 of ``torchrun --nproc-per-node 2`` asked for cuda:1 and crashed in CUDA."""
-    from comp.train.device import resolve_device
+    from comp.device import resolve_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
@@ -260,12 +260,12 @@ def test_workers_and_the_next_epoch_started_ahead_change_nothing(project, monkey
         return cfg.model_copy(update={"data": cfg.data.model_copy(update={"num_workers": n})})
 
     cfg = load_config(project["path"], ["train.epochs=3"])
-    run_training(with_workers(0), fold="0", log=quiet)
+    run_training(with_workers(0), folds=[0], log=quiet)
     plain = history(project["dir"] / "runs/exp")
     plain_oof = (project["dir"] / "runs/exp/fold0/oof.csv").read_bytes()
     started, real = [], fold_module.start_epoch
     monkeypatch.setattr(fold_module, "start_epoch", lambda loader, epoch: started.append(epoch) or real(loader, epoch))
-    run_training(with_workers(2), fold="0", log=quiet)
+    run_training(with_workers(2), folds=[0], log=quiet)
     assert started == [1, 2]  # epochs 2 and 3 were started before the validation of 1 and 2
     pd.testing.assert_frame_equal(plain, history(project["dir"] / "runs/exp"))
     assert (project["dir"] / "runs/exp/fold0/oof.csv").read_bytes() == plain_oof

@@ -29,6 +29,7 @@ from comp.config import Config
 from comp.errors import BundleError
 from comp.io import atomic_write_text, current_umask
 from comp.lock import experiment_lock
+from comp.runs.layout import RUNS_DIR
 from comp.submit.make import SubmitPlan, SubmitRequest, plan_submission
 
 PREDICT_ARGS = ("--test-dir /kaggle/input/<competition>/test "
@@ -48,7 +49,7 @@ class ExportResult:
 
 
 def export_bundle(cfg: Config, request: SubmitRequest, out: Path, settings=None,
-                  runs_dir: Path = Path("runs")) -> ExportResult:
+                  runs_dir: Path = RUNS_DIR) -> ExportResult:
     """Make every ``comp submit`` choice on the OOF and write the offline bundle to ``out``.
 
     The bundle is built in a temp folder beside ``out`` and renamed into place: an earlier bundle at
@@ -81,7 +82,7 @@ def _write_tree(tmp: Path, cfg: Config, plan: SubmitPlan) -> tuple[list[str], st
     from safetensors.torch import save_file
 
     files, experiments = [], []
-    for exp in plan.ctx.experiments:
+    for exp in plan.prediction.experiments:
         members = []
         for member in exp.members:
             member.build_model()  # refuses NaN weights or weights that do not fit, before anything is written
@@ -98,7 +99,7 @@ def _write_tree(tmp: Path, cfg: Config, plan: SubmitPlan) -> tuple[list[str], st
     wheel = build_wheel(tmp).name
     (tmp / "README.md").write_text(_readme(wheel, plan), encoding="utf-8")
     files += [PLAN, wheel, "README.md"]
-    trained = plan.ctx.experiments[0].members[0].state.get("versions") or package_versions()
+    trained = plan.prediction.experiments[0].members[0].state.get("versions") or package_versions()
     atomic_write_text(tmp / MANIFEST, manifest_text(tmp, files, trained))
     return files, wheel
 
@@ -115,7 +116,7 @@ def _frozen_config(exp) -> dict:
 
 
 def _plan_dict(cfg: Config, plan: SubmitPlan, experiments: list[dict]) -> dict:
-    fmt, cut = plan.ctx.fmt, plan.cut
+    fmt, cut = plan.fmt, plan.prediction.cut
     return {
         "format": FORMAT,
         "comp_version": __version__,
@@ -125,25 +126,26 @@ def _plan_dict(cfg: Config, plan: SubmitPlan, experiments: list[dict]) -> dict:
                    "target": cfg.submit.target,
                    "positive": None if fmt.positive is None else fmt.classes[fmt.positive]},
         "ext": cfg.data.ext,
-        "tta": plan.policy,
-        "views": [{"rot": v.rot, "flip": v.flip, "scale": v.scale} for v in plan.views],
-        "merge": plan.merge,
-        "weights": list(plan.ctx.weights),
+        "tta": plan.prediction.policy,
+        "views": [{"rot": v.rot, "flip": v.flip, "scale": v.scale} for v in plan.prediction.views],
+        "merge": plan.prediction.merge,
+        "weights": list(plan.prediction.weights),
         "full_weight": cfg.submit.full_weight,
         "ordinal": None if cut is None else {"thresholds": [float(t) for t in cut.thresholds], "kept": cut.kept,
                                              "qwk_oof": cut.qwk_tuned},
         "batch_size": cfg.submit.batch_size,
-        "oof": plan.oof,
+        "oof": plan.prediction.oof,
         "experiments": experiments,
     }
 
 
 def _readme(wheel: str, plan: SubmitPlan) -> str:
-    names = ", ".join(f"{e.name} ({len(e.members)} models)" for e in plan.ctx.experiments)
+    chosen = plan.prediction
+    names = ", ".join(f"{e.name} ({len(e.members)} models)" for e in chosen.experiments)
     return f"""# comp bundle
 
-{names}; TTA {plan.policy} ({len(plan.views)} views), merge {plan.merge}; writes a {plan.ctx.fmt.kind} submission.
-Out-of-fold score of these choices: {", ".join(f"{k} {v:.4f}" for k, v in plan.oof.items())}.
+{names}; TTA {chosen.policy} ({len(chosen.views)} views), merge {chosen.merge}; writes a {plan.fmt.kind} submission.
+Out-of-fold score of these choices: {", ".join(f"{k} {v:.4f}" for k, v in chosen.oof.items())}.
 
 Upload this folder as a Kaggle dataset, add it and the competition to an offline notebook, and run:
 

@@ -125,9 +125,9 @@ def predict_bundle(root: Path, test_dir: Path, sample: Path, out: Path, device: 
     from comp.predict.experiment import predict_blend
     from comp.predict.inference import resolve_settings
     from comp.predict.ordinal import apply_cutpoints, expected_grade
+    from comp.predict.plan import check_finite
     from comp.predict.tta import View
     from comp.submit.format import build_submission, to_csv_text
-    from comp.submit.make import check_finite
     from comp.submit.validate import validate_text
 
     start = time.perf_counter()

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import click
 
-from comp.config import Config, env_flag, load_config
-from comp.errors import CompError
+from comp.config import Config, env_flag, load_config, with_values
+from comp.errors import CompError, ConfigError
 
 # Operating-system failures a user can fix: one line naming the path, the reason and the fix.
 OS_FIXES = {
@@ -73,6 +73,30 @@ def config_options(func):
         return func(*args, cfg=cfg, **kwargs)
 
     return wrapper
+
+
+def parse_folds(value: str, option: str = "--fold") -> list[int] | None:
+    """``all`` -> None (every fold); ``none`` -> []; ``2`` or ``0,3`` -> those folds.
+
+    Raises:
+        ConfigError: anything else (one line, exit code 2).
+    """
+    if value == "all":
+        return None
+    if value == "none":
+        return []
+    try:
+        return sorted({int(part) for part in value.split(",")})
+    except ValueError:
+        raise ConfigError(f"{option} {value!r}: use all, a fold number or a comma list such as 0,2") from None
+
+
+def with_shortcuts(cfg: Config, values: dict[str, tuple[str, object]]) -> Config:
+    """``cfg`` with the shortcut options that were given (``{"--epochs": ("train.epochs", 3)}``) set."""
+    given = {option: pair for option, pair in values.items() if pair[1] is not None}
+    for option, (key, value) in given.items():
+        cfg = with_values(cfg, {key: value}, option)
+    return cfg
 
 
 def echo_table(rows: list[list[object]], headers: list[str]) -> None:

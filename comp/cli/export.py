@@ -22,12 +22,13 @@ def export(cfg, out, **choices) -> None:
     """
     from comp.bundle import export_bundle
 
-    result = export_bundle(cfg, submit_request(cfg, **choices), out)
-    plan = result.plan
-    if plan.cut is not None:
-        click.echo(plan.cut.note)
-    scores = ", ".join(f"{k} {v:.4f}" for k, v in plan.oof.items())
-    click.echo(f"TTA {plan.policy} ({len(plan.views)} views), merge {plan.merge}; OOF {scores}")
+    cfg, request = submit_request(cfg, **choices)
+    result = export_bundle(cfg, request, out)
+    chosen = result.plan.prediction
+    if chosen.cut is not None:
+        click.echo(chosen.cut.note)
+    scores = ", ".join(f"{k} {v:.4f}" for k, v in chosen.oof.items())
+    click.echo(f"TTA {chosen.policy} ({len(chosen.views)} views), merge {chosen.merge}; OOF {scores}")
     click.echo(f"{out}: {result.files} files, {result.bytes / 1e6:.1f} MB, {result.seconds:.1f}s; "
                f"see {out}/README.md for the two notebook lines")
 
@@ -59,7 +60,7 @@ def predict(bundle, test_dir, sample, out, device, amp, batch_size, num_workers,
     """Write the submission for SAMPLE's test images with the exported BUNDLE: no training data,
     no runs/ folder, no network.
     """
-    from comp.bundle.predict import predict_bundle
+    from comp.bundle import predict_bundle
 
     result = predict_bundle(bundle, test_dir, sample, out, device, amp, batch_size, num_workers, cache_dir,
                             log=click.echo)

@@ -8,11 +8,12 @@ import click
 
 from comp.cli import main
 from comp.cli.common import echo_table
+from comp.runs.layout import RUNS_DIR
 
 
 @main.command()
 @click.argument("exps", nargs=-1, metavar="[EXP]...")
-@click.option("--runs-dir", type=click.Path(path_type=Path, file_okay=False), default=Path("runs"),
+@click.option("--runs-dir", type=click.Path(path_type=Path, file_okay=False), default=RUNS_DIR,
               show_default=True, help="Folder holding one folder per experiment.")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
               help="Config whose name is the experiment when no EXP is given (default: configs/demo.yaml).")

@@ -8,6 +8,7 @@ import click
 
 from comp.cli import main
 from comp.cli.common import config_options, echo_table
+from comp.runs.layout import RUNS_DIR
 
 MERGES = ("mean", "geometric", "logits")
 METRICS = ("accuracy", "f1", "qwk", "auc", "logloss")
@@ -36,7 +37,7 @@ def _check_tta(tta: str) -> None:
     try:
         parse_tta(tta)
     except ConfigError:
-        if (Path("runs") / tta).is_dir():
+        if (RUNS_DIR / tta).is_dir():
             raise ConfigError(f"--tta took {tta!r} as its policy; write `comp submit {tta} --tta` "
                               f"or `comp submit --tta auto {tta}`") from None
         raise
@@ -106,13 +107,15 @@ def choice_options(func):
 
 
 def submit_request(cfg, experiments, tta, merge, weights, use_full, ordinal, batch_size):
-    """The :class:`comp.submit.make.SubmitRequest` of the choice options over the ``submit:`` config."""
+    """The config with ``--batch-size`` set, and the :class:`comp.submit.make.SubmitRequest` of the choice
+    options over the ``submit:`` config."""
     import torch
 
+    from comp.config import with_values
     from comp.data.loader import resolve_num_workers
+    from comp.device import resolve_threads
     from comp.predict.ensemble import parse_weights
-    from comp.submit.make import SubmitRequest
-    from comp.train.device import resolve_threads
+    from comp.submit import SubmitRequest
 
     names = list(experiments) or [cfg.name]
     tta = tta or cfg.submit.tta
@@ -121,8 +124,8 @@ def submit_request(cfg, experiments, tta, merge, weights, use_full, ordinal, bat
     if threads:
         torch.set_num_threads(threads)
     if batch_size:
-        cfg.submit.batch_size = batch_size
-    return SubmitRequest(
+        cfg = with_values(cfg, {"submit.batch_size": batch_size}, "--batch-size")
+    return cfg, SubmitRequest(
         experiments=names, tta=tta, merge=merge or cfg.submit.merge,
         weights="auto" if weights == "auto" else parse_weights(weights, len(names)) if weights else None,
         use_full=cfg.submit.use_full if use_full is None else use_full,
@@ -140,14 +143,15 @@ def submit(cfg, check_path, **choices) -> None:
     write submissions/<exp>[-tta].csv in the shape of sample_submission.csv.
     """
     if check_path is not None:
-        from comp.submit.validate import check_file
+        from comp.submit import check_file
 
         check_file(check_path, _sample_format(cfg))
         click.echo("ok")
         return
-    from comp.submit.make import make_submission
+    from comp.submit import make_submission
 
-    _print_result(make_submission(cfg, submit_request(cfg, **choices)), cfg.train.monitor)
+    cfg, request = submit_request(cfg, **choices)
+    _print_result(make_submission(cfg, request), cfg.train.monitor)
 
 
 @main.command()

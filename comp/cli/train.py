@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from comp.cli import main
-from comp.cli.common import config_options, echo_table, progress_bar
+from comp.cli.common import config_options, echo_table, parse_folds, progress_bar, with_shortcuts
+
+if TYPE_CHECKING:
+    from comp.runs.records import CVSummary
 
 
 @main.command()
@@ -24,17 +28,16 @@ from comp.cli.common import config_options, echo_table, progress_bar
 @config_options
 def train(cfg, fold, full, full_epochs, resume, epochs, params, report) -> None:
     """Train one model per fold -> runs/<exp>/fold<k>/, oof.csv and cv.json (and full/ with --full)."""
-    from comp.train.runner import run_training
+    from comp.train import run_training
 
     if params is not None:
         from comp.config import apply_params
 
         cfg = apply_params(cfg, params)
-    if epochs is not None:
-        cfg.train.epochs = epochs
+    cfg = with_shortcuts(cfg, {"--epochs": ("train.epochs", epochs)})
     try:
-        summary = run_training(cfg, fold=fold, resume=resume, full=full, full_epochs=full_epochs, log=click.echo,
-                               progress=progress_bar("image cache"))
+        summary = run_training(cfg, folds=parse_folds(fold), resume=resume, full=full, full_epochs=full_epochs,
+                               log=click.echo, progress=progress_bar("image cache"))
     except KeyboardInterrupt:
         click.echo(f"\ninterrupted: the last finished epoch is in {cfg.run_dir}/fold*/last.pt; "
                    f"continue with: comp train --resume", err=True)
@@ -46,20 +49,19 @@ def train(cfg, fold, full, full_epochs, resume, epochs, params, report) -> None:
         _write_report(cfg.name)
 
 
-def _print_cv(cv: dict) -> None:
-    metrics = [m for m in ("accuracy", "f1", "qwk", "auc", "logloss", "loss") if m in cv["mean"]]
-    rows = [[f, *(v[m] for m in metrics)] for f, v in cv["per_fold"].items()]
-    rows.append(["mean", *(cv["mean"][m] for m in metrics)])
-    rows.append(["std", *(cv["std"][m] for m in metrics)])
-    rows.append(["oof", *(cv["oof"].get(m, float("nan")) for m in metrics)])
+def _print_cv(cv: CVSummary) -> None:
+    metrics = [m for m in ("accuracy", "f1", "qwk", "auc", "logloss", "loss") if m in cv.mean]
+    rows = [[f, *(v[m] for m in metrics)] for f, v in cv.per_fold.items()]
+    rows.append(["mean", *(cv.mean[m] for m in metrics)])
+    rows.append(["std", *(cv.std[m] for m in metrics)])
+    rows.append(["oof", *(cv.oof.get(m, float("nan")) for m in metrics)])
     echo_table(rows, ["fold", *metrics])
-    monitor = cv["monitor"]
-    score = cv["oof"].get(monitor, cv["mean"].get(monitor, float("nan")))
-    click.echo(f"CV {monitor} (pooled OOF): {score:.4f}")
-    untuned = cv.get("untuned")
-    if cv.get("tuned_folds") and untuned:
+    monitor = cv.monitor
+    click.echo(f"CV {monitor} (pooled OOF): {cv.score():.4f}")
+    untuned = cv.untuned
+    if cv.tuned_folds and untuned:
         part = untuned["oof"].get(monitor, untuned["mean"].get(monitor, float("nan")))
-        tuned = ",".join(str(f) for f in cv["tuned_folds"])
+        tuned = ",".join(str(f) for f in cv.tuned_folds)
         click.echo(f"CV {monitor} of the folds comp tune did not score on ({len(untuned['folds'])}, "
                    f"pooled OOF): {part:.4f} (fold {tuned} chose the hyperparameters)")
 

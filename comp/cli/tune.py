@@ -8,7 +8,7 @@ import sys
 import click
 
 from comp.cli import main
-from comp.cli.common import config_options, echo_table
+from comp.cli.common import config_options, echo_table, parse_folds, with_shortcuts
 
 
 @main.command()
@@ -38,14 +38,12 @@ def tune(cfg, trials, timeout, n_workers, storage, study_name, epochs, fold_arg,
     """
     from comp.tune import TuneOptions, run_tune
 
-    if epochs is not None:
-        cfg.tune.epochs = epochs
-    if pruner is not None:
-        cfg.tune.pruner = pruner
-    if fold_arg is not None:
-        from comp.train.runner import parse_fold_arg
-
-        cfg.tune.folds = parse_fold_arg(fold_arg, cfg.folds.k)
+    folds = None
+    if fold_arg is not None:  # all: every fold of the folds file
+        folds = parse_folds(fold_arg, "--folds")
+        folds = list(range(cfg.folds.k)) if folds is None else folds
+    cfg = with_shortcuts(cfg, {"--epochs": ("tune.epochs", epochs), "--pruner": ("tune.pruner", pruner),
+                               "--folds": ("tune.folds", folds)})
     options = TuneOptions(trials=trials, timeout=timeout, n_workers=n_workers, storage=storage,
                           study_name=study_name, keep_checkpoints=keep_checkpoints, plots=plots)
     try:

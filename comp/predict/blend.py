@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from comp.errors import SubmitError
+from comp.metrics import HIGHER_IS_BETTER
 from comp.predict.ensemble import merge_probs
-from comp.train.metrics import HIGHER_IS_BETTER
 
 EPS = 1e-12
 

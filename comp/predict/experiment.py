@@ -13,6 +13,7 @@ from comp.predict.ensemble import merge_probs
 from comp.predict.inference import InferenceSettings, predict_merged, predict_view_logits
 from comp.predict.runs import Experiment
 from comp.predict.tta import View
+from comp.runs.layout import FULL
 
 
 def _loader(exp: Experiment, paths: Sequence[Path], labels, settings: InferenceSettings, cache_dir: Path):
@@ -76,11 +77,11 @@ def member_weights(exp: Experiment, full_weight: float | None) -> list[float] | 
     if full_weight is None:
         return None
     names = [m.name for m in exp.members]
-    if "full" not in names:
+    if FULL not in names:
         raise SubmitError(f"submit.full_weight={full_weight} is set but {exp.name} is submitted without its full "
                           f"fit; add --use-full or set submit.full_weight=null")
     folds = len(names) - 1
-    return [full_weight if n == "full" else (1.0 - full_weight) / folds for n in names]
+    return [full_weight if n == FULL else (1.0 - full_weight) / folds for n in names]
 
 
 def predict_oof_views(exp: Experiment, comp: Competition, views: Sequence[View], settings: InferenceSettings,

@@ -48,7 +48,7 @@ def resolve_settings(device: str = "auto", amp: str = "auto", batch_size: int = 
                      channels_last: bool = True) -> InferenceSettings:
     """Settings from config values (``train.device``, ``train.amp``, ``submit.batch_size``, ``data.num_workers``)."""
     from comp.data import resolve_num_workers
-    from comp.train.device import resolve_amp, resolve_device
+    from comp.device import resolve_amp, resolve_device
 
     dev = resolve_device(device)
     amp_dtype = resolve_amp(amp, dev) if dev.type == "cuda" else None

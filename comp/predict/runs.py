@@ -4,7 +4,6 @@ and against the competition and its folds file.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,9 +17,9 @@ from comp.competition import Competition
 from comp.config import Config, ModelConfig
 from comp.errors import CheckpointError, SubmitError
 from comp.folds import Folds, folds_hash, read_folds
-from comp.train.checkpoint import check_checkpoint, load_checkpoint
-
-RUNS_DIR = Path("runs")
+from comp.runs.checkpoint import check_checkpoint, load_checkpoint
+from comp.runs.layout import FULL, RUNS_DIR, MemberDir, RunFolder, parse_member, prob_columns
+from comp.runs.records import TEXT_COLUMNS, CVSummary, oof_probs
 
 
 @dataclass
@@ -33,7 +32,9 @@ class Member:
 
     @property
     def fold(self) -> int | None:
-        return int(self.name[4:]) if self.name.startswith("fold") else None
+        """The fold index (None for ``full``)."""
+        fold = parse_member(self.name)
+        return fold if isinstance(fold, int) else None
 
     def build_model(self) -> nn.Module:
         """The model with this checkpoint's weights, in eval mode, on the CPU."""
@@ -80,10 +81,10 @@ class Experiment:
     def channels(self) -> int:
         return int(self.members[0].state.get("in_chans", self.config.data.channels))
 
-    def cv(self) -> dict[str, Any]:
-        """``cv.json`` of the run, or ``{}`` when there is none."""
-        path = self.run_dir / "cv.json"
-        return json.loads(path.read_text()) if path.is_file() else {}
+    @property
+    def run(self) -> RunFolder:
+        """The experiment's run folder."""
+        return RunFolder(self.run_dir)
 
 
 def _parse_config(state: dict[str, Any], path: Path) -> Config:
@@ -104,9 +105,10 @@ def with_legacy_cache(raw: dict[str, Any]) -> dict[str, Any]:
     return raw
 
 
-def _fold_paths(run_dir: Path, k: int) -> list[Path]:
+def _fold_paths(run: RunFolder, k: int) -> list[Path]:
     """``fold<i>/best.pt`` for i < k; refuses missing folds and folds beyond k."""
-    paths = [run_dir / f"fold{i}" / "best.pt" for i in range(k)]
+    run_dir = run.root
+    paths = [run.member(i).best for i in range(k)]
     missing = [i for i, p in enumerate(paths) if not p.is_file()]
     if missing:
         listed = ", ".join(map(str, missing))
@@ -114,8 +116,7 @@ def _fold_paths(run_dir: Path, k: int) -> list[Path]:
             f"{run_dir}: fold(s) {listed} of {k} have no best.pt; train them first "
             f"(comp train --fold {missing[0]}) or submit another experiment"
         )
-    extra = sorted(p.parent.name for p in run_dir.glob("fold*/best.pt") if p.parent.name[4:].isdigit()
-                   and int(p.parent.name[4:]) >= k)
+    extra = sorted(d.name for f, d in run.fold_dirs().items() if f >= k and MemberDir(d).best.is_file())
     if extra:
         raise SubmitError(
             f"{run_dir}: has {', '.join(extra)} but the folds file has k={k}; "
@@ -144,10 +145,12 @@ def load_experiment(name: str, comp: Competition, *, use_full: bool = False,
             classes against the competition with :func:`check_classes`).
         FoldsError: The experiment's folds file is missing or not from this competition.
     """
-    run_dir = Path(runs_dir) / name
+    run = RunFolder.of(name, runs_dir)
+    run_dir = run.root
     if not run_dir.is_dir():
         raise SubmitError(f"{run_dir}: no such experiment; train it with `comp train` or check the name")
-    first_path = next(iter(sorted(run_dir.glob("fold*/best.pt"))), None)
+    first_path = next(iter(sorted(MemberDir(d).best for d in run.fold_dirs().values()
+                                  if MemberDir(d).best.is_file())), None)
     if first_path is None:
         raise SubmitError(f"{run_dir}: no fold<k>/best.pt found; train the folds first (comp train --fold all)")
     loaded = {first_path: load_checkpoint(first_path)}
@@ -155,9 +158,9 @@ def load_experiment(name: str, comp: Competition, *, use_full: bool = False,
     kwargs = {} if folds_dir is None else {"folds_dir": folds_dir}
     folds = read_folds(first.folds.name, comp, **kwargs)
     fhash = folds_hash(first.folds.name, **kwargs)
-    paths = _fold_paths(run_dir, folds.k)
+    paths = _fold_paths(run, folds.k)
     if use_full:
-        full = run_dir / "full" / "best.pt"
+        full = run.member(FULL).best
         if not full.is_file():
             raise SubmitError(f"{full}: not found; train the final fit (comp train --full) or drop --use-full")
         paths.append(full)
@@ -165,7 +168,7 @@ def load_experiment(name: str, comp: Competition, *, use_full: bool = False,
     for path in paths:
         state = loaded.pop(path, None) or load_checkpoint(path)
         classes = members[0].state["classes"] if members else state["classes"]
-        check_checkpoint(state, path, classes=classes, folds_hash=fhash if path.parent.name != "full" else None)
+        check_checkpoint(state, path, classes=classes, folds_hash=fhash if path.parent.name != FULL else None)
         members.append(Member(path.parent.name, path, state))
     _check_same_config(members)
     config = _parse_config(members[0].state, members[0].path)
@@ -208,19 +211,16 @@ def _check_same_config(members: list[Member]) -> None:
 def read_oof_probs(exp: Experiment, comp: Competition) -> np.ndarray | None:
     """The run's ``oof.csv`` probabilities (N, C) in train order, or None when absent, incomplete, or made
     with another config than the experiment's checkpoints (then the OOF is predicted again)."""
-    path, cv_path = exp.run_dir / "oof.csv", exp.run_dir / "cv.json"
-    if not path.is_file() or not cv_path.is_file():
+    path = exp.run.oof
+    cv = CVSummary.read_if_present(exp.run.cv)
+    if not path.is_file() or cv is None:
         return None
-    try:
-        cv_hash = json.loads(cv_path.read_text()).get("config_hash")
-    except (OSError, ValueError, AttributeError):
+    if cv.config_hash != exp.config_hash:  # oof.csv of an older config (a retrain stopped before write_cv)
         return None
-    if cv_hash != exp.config_hash:  # oof.csv of an older config (a retrain stopped before write_cv)
-        return None
-    frame = pd.read_csv(path, dtype={"id": str, "label": str}, keep_default_na=False)
-    columns = [f"prob_{c}" for c in comp.classes_]
+    frame = pd.read_csv(path, **TEXT_COLUMNS)
+    columns = prob_columns(comp.classes_)
     if any(c not in frame.columns for c in columns) or len(frame) != len(comp.train):
         return None
     frame = frame.set_index("id").reindex(comp.train["id"].astype(str))
-    probs = frame[columns].to_numpy(dtype=np.float64)
+    probs = oof_probs(frame, list(comp.classes_))
     return None if np.isnan(probs).any() else probs

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from comp.metrics import HIGHER_IS_BETTER, compute_metrics
 from comp.predict.ensemble import MERGE_MODES, merge_logits, merge_probs
 from comp.predict.tta import AUTO_POLICIES, View, parse_tta
-from comp.train.metrics import HIGHER_IS_BETTER, compute_metrics
 
 
 @dataclass

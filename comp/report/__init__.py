@@ -7,9 +7,9 @@ several names write ``runs/compare-<a>-<b>/index.html``. Importing this package 
 
 from comp.report.build import write_comparison_report, write_experiment_report, write_report, write_runs_report
 from comp.report.plots import annotate_cells
-from comp.report.runs import ReportError, RunData, load_run
+from comp.report.runs import RunData, load_run
 
 __all__ = [
-    "ReportError", "RunData", "annotate_cells", "load_run", "write_comparison_report", "write_experiment_report",
+    "RunData", "annotate_cells", "load_run", "write_comparison_report", "write_experiment_report",
     "write_report", "write_runs_report",
 ]

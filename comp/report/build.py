@@ -11,6 +11,7 @@ from comp.io import atomic_write_text
 from comp.report import plots, tables
 from comp.report.html import Section, render_page
 from comp.report.runs import ReportError, RunData, load_run
+from comp.runs.layout import REPORT, RUNS_DIR, RunFolder
 
 # Everything a report folder may hold; cleared first so a re-run never shows stale files.
 REPORT_FILES = (
@@ -19,7 +20,7 @@ REPORT_FILES = (
 )
 
 
-def write_report(exps: list[str], runs_dir: Path = Path("runs")) -> Path:
+def write_report(exps: list[str], runs_dir: Path = RUNS_DIR) -> Path:
     """Write the HTML report of one experiment, or the comparison of several.
 
     One experiment goes to ``<runs_dir>/<exp>/report/``; several go to
@@ -41,7 +42,7 @@ def write_report(exps: list[str], runs_dir: Path = Path("runs")) -> Path:
     return write_runs_report([load_run(name, Path(runs_dir)) for name in names], Path(runs_dir))
 
 
-def write_runs_report(runs: list[RunData], runs_dir: Path = Path("runs")) -> Path:
+def write_runs_report(runs: list[RunData], runs_dir: Path = RUNS_DIR) -> Path:
     """:func:`write_report` for experiments already loaded with :func:`~comp.report.runs.load_run`."""
     if len(runs) == 1:
         return write_experiment_report(runs[0])
@@ -82,7 +83,7 @@ def write_experiment_report(run: RunData) -> Path:
     Returns:
         The path of ``index.html``.
     """
-    out = run.path / "report"
+    out = RunFolder(run.path).report
     _clear(out)
     sections = [_cv_section(run, out), _curves_section(run, out)]
     if run.oof is not None:
@@ -157,7 +158,7 @@ def write_comparison_report(runs: list[RunData], runs_dir: Path) -> Path:
     curves = Section("Learning curves").image(png, "learning curves overlaid").links(["curves_overlay.png"])
     reports = Section("Experiment reports")
     for run in runs:
-        href = Path("..") / run.name / "report" / own[run.name].name
+        href = Path("..") / run.name / REPORT / own[run.name].name
         reports.parts.append(f'<p><a href="{html.escape(href.as_posix())}">{html.escape(run.name)}</a>: '
                              f"{html.escape('; '.join(status_lines(run)))}</p>")
     lines = [f"{r.name}: missing folds {', '.join(map(str, r.missing))}" for r in runs if r.missing]

@@ -7,8 +7,6 @@ are still to be trained are named as missing.
 
 from __future__ import annotations
 
-import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,9 +15,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from comp.errors import ReportError
-
-FOLD_DIR = re.compile(r"^fold(\d+)$")
+from comp.errors import ArtifactError, ReportError
+from comp.runs.layout import RUNS_DIR, MemberDir, RunFolder, classes_of
+from comp.runs.records import oof_probs, read_json, read_oof, read_table
 
 
 @dataclass
@@ -64,11 +62,10 @@ class RunData:
         assert self.oof is not None, "labels_and_probs() needs OOF predictions"
         index = {name: i for i, name in enumerate(self.classes)}
         y_true = self.oof["label"].map(index).to_numpy(dtype=np.int64)
-        probs = self.oof[[f"prob_{c}" for c in self.classes]].to_numpy(dtype=np.float64)
-        return y_true, probs
+        return y_true, oof_probs(self.oof, self.classes)
 
 
-def load_run(name: str, runs_dir: Path = Path("runs")) -> RunData:
+def load_run(name: str, runs_dir: Path = RUNS_DIR) -> RunData:
     """Read everything the report shows for experiment ``name``.
 
     Args:
@@ -79,30 +76,33 @@ def load_run(name: str, runs_dir: Path = Path("runs")) -> RunData:
         The experiment's finished folds, histories, metrics, OOF predictions and settings.
 
     Raises:
-        ReportError: the folder is missing, no fold has finished, or an artifact cannot be read.
+        ReportError: the folder is missing or no fold has finished.
+        ArtifactError: an artifact cannot be read.
     """
-    path = Path(runs_dir) / name
+    run = RunFolder.of(name, runs_dir)
+    path = run.root
     if not path.is_dir():
         raise ReportError(f"{path}: experiment folder not found; {_known_experiments(Path(runs_dir))}")
-    fold_dirs = _fold_dirs(path)
-    finished = {k: d for k, d in fold_dirs.items() if (d / "metrics.json").is_file() and (d / "history.csv").is_file()}
+    fold_dirs = run.fold_dirs()
+    finished = {k: MemberDir(d) for k, d in fold_dirs.items()
+                if MemberDir(d).metrics.is_file() and MemberDir(d).history.is_file()}
     if not finished:
         raise ReportError(f"{path}: no finished fold to report; run comp train first")
-    fold_metrics = {k: _read_json(d / "metrics.json") for k, d in finished.items()}
-    histories = {k: _read_history(d / "history.csv") for k, d in finished.items()}
-    cv = _read_json(path / "cv.json") if (path / "cv.json").is_file() else None
-    config = _read_yaml(path / "config.yaml")
-    run = RunData(
+    fold_metrics = {k: read_json(m.metrics) for k, m in finished.items()}
+    histories = {k: _read_history(m.history) for k, m in finished.items()}
+    cv = read_json(run.cv, "re-run comp train") if run.cv.is_file() else None
+    config = _read_yaml(run.config)
+    data = RunData(
         name=name, path=path, folds=sorted(finished), expected=_expected_folds(config, cv, fold_dirs),
         histories=histories, fold_metrics=fold_metrics, cv=cv, config=config,
-        best_params=_read_yaml(path / "tune" / "best_params.yaml"),
+        best_params=_read_yaml(run.best_params),
     )
-    run.monitor = _monitor(run)
-    run.oof = _read_oof(path, run.folds)
-    if run.oof is not None:
-        run.classes = [c.removeprefix("prob_") for c in run.oof.columns if c.startswith("prob_")]
-        _check_labels(run, path)
-    return run
+    data.monitor = _monitor(data)
+    data.oof = _read_oof(run, data.folds)
+    if data.oof is not None:
+        data.classes = classes_of(data.oof.columns)
+        _check_labels(data, path)
+    return data
 
 
 def _known_experiments(runs_dir: Path) -> str:
@@ -110,15 +110,6 @@ def _known_experiments(runs_dir: Path) -> str:
         return f"{runs_dir} does not exist; run comp train first or pass --runs-dir"
     names = sorted(p.name for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith("compare-"))
     return f"experiments in {runs_dir}: {', '.join(names)}" if names else f"{runs_dir} holds no experiment yet"
-
-
-def _fold_dirs(path: Path) -> dict[int, Path]:
-    found = {}
-    for child in path.iterdir():
-        match = FOLD_DIR.match(child.name)
-        if match and child.is_dir():
-            found[int(match.group(1))] = child
-    return found
 
 
 def _expected_folds(config: dict[str, Any], cv: dict[str, Any] | None, fold_dirs: dict[int, Path]) -> list[int]:
@@ -136,16 +127,6 @@ def _monitor(run: RunData) -> str:
     return str((run.config.get("train") or {}).get("monitor", "accuracy"))
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ReportError(f"{path}: not readable JSON ({exc}); re-run comp train for this fold") from None
-    if not isinstance(data, dict):
-        raise ReportError(f"{path}: expected a JSON object; re-run comp train for this fold")
-    return data
-
-
 def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
@@ -158,39 +139,19 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _read_csv(path: Path, required: tuple[str, ...], **kwargs) -> pd.DataFrame:
-    try:
-        frame = pd.read_csv(path, **kwargs)
-    except (OSError, ValueError) as exc:
-        raise ReportError(f"{path}: not a readable CSV ({exc})") from None
-    absent = [c for c in required if c not in frame.columns]
-    if absent:
-        raise ReportError(f"{path}: missing column(s) {', '.join(absent)}; see docs/artifacts.md")
-    return frame
-
-
 def _read_history(path: Path) -> pd.DataFrame:
-    frame = _read_csv(path, ("epoch", "train_loss", "valid_loss"))
+    frame = read_table(path, ("epoch", "train_loss", "valid_loss"))
     if frame.empty:
-        raise ReportError(f"{path}: no epoch recorded; re-run comp train for this fold")
+        raise ArtifactError(f"{path}: no epoch recorded; re-run comp train for this fold")
     return frame
 
 
-def _read_oof(path: Path, folds: list[int]) -> pd.DataFrame | None:
+def _read_oof(run: RunFolder, folds: list[int]) -> pd.DataFrame | None:
     """The pooled ``oof.csv``, else the finished folds' own ``fold<k>/oof.csv`` stacked."""
-    text = {"dtype": {"id": str, "label": str}, "keep_default_na": False}  # labels as spelled ("NA", "007")
-    pooled = path / "oof.csv"
-    if pooled.is_file():
-        return _check_oof(_read_csv(pooled, ("id", "label", "fold"), **text), pooled)
-    parts = [path / f"fold{k}" / "oof.csv" for k in folds]
-    frames = [_check_oof(_read_csv(p, ("id", "label", "fold"), **text), p) for p in parts if p.is_file()]
+    if run.oof.is_file():
+        return read_oof(run.oof)
+    frames = [read_oof(run.member(k).oof) for k in folds if run.member(k).oof.is_file()]
     return pd.concat(frames, ignore_index=True) if frames else None
-
-
-def _check_oof(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
-    if not any(c.startswith("prob_") for c in frame.columns):
-        raise ReportError(f"{path}: no prob_<class> columns; see docs/artifacts.md")
-    return frame
 
 
 def _check_labels(run: RunData, path: Path) -> None:

@@ -13,8 +13,8 @@ import pandas as pd
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from comp.config import flatten_keys
+from comp.metrics import METRICS, compute_metrics
 from comp.report.runs import RunData
-from comp.train.metrics import METRICS, compute_metrics
 
 
 def confusion_counts(run: RunData) -> np.ndarray:
@@ -46,7 +46,7 @@ def per_class_scores(run: RunData) -> pd.DataFrame:
 
 
 def metric_columns(names) -> list[str]:
-    """Metric names in the order of :data:`comp.train.metrics.METRICS`, unknown ones after, sorted."""
+    """Metric names in the order of :data:`comp.metrics.METRICS`, unknown ones after, sorted."""
     names = set(names)
     return [m for m in METRICS if m in names] + sorted(names - set(METRICS))
 

@@ -1,24 +1,47 @@
 """Submissions: built in the shape of ``sample_submission.csv``, validated, written, scored, and logged.
 
+The face is the verbs: :func:`make_submission` (``comp submit``), :func:`check_file` (``--check``),
+:func:`score_file` and :func:`append_ledger` (``comp score``), with the types they take and return.
 Modules: :mod:`~comp.submit.format` (the sample's shape, building a submission),
-:mod:`~comp.submit.validate` (the checks, also ``comp submit --check``), :mod:`~comp.submit.make`
-(``comp submit``: predict, blend, write), :mod:`~comp.submit.score` (``comp score`` and the ledger).
+:mod:`~comp.submit.validate` (the checks), :mod:`~comp.submit.make` (predict under the plan, write),
+:mod:`~comp.submit.score` (``comp score`` and the ledger). Names are imported on first use, so
+``comp score`` does not load torch.
 """
 
-from comp.submit.format import SampleFormat, build_submission, probs_frame, sample_format
-from comp.submit.score import append_ledger, infer_experiment, ledger_rows, score_file
-from comp.submit.validate import check_file, validate_frame, validate_text
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "SubmitRequest": "make",
+    "SubmitResult": "make",
+    "make_submission": "make",
+    "check_file": "validate",
+    "score_file": "score",
+    "append_ledger": "score",
+    "ledger_rows": "score",
+}
 
 __all__ = [
-    "SampleFormat",
+    "SubmitRequest",
+    "SubmitResult",
     "append_ledger",
-    "build_submission",
     "check_file",
-    "infer_experiment",
     "ledger_rows",
-    "probs_frame",
-    "sample_format",
+    "make_submission",
     "score_file",
-    "validate_frame",
-    "validate_text",
 ]
+
+if TYPE_CHECKING:
+    from comp.submit.make import SubmitRequest, SubmitResult, make_submission
+    from comp.submit.score import append_ledger, ledger_rows, score_file
+    from comp.submit.validate import check_file
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'comp.submit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"comp.submit.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from comp.errors import SubmitError
+from comp.runs.layout import prob_column
 
 SUM_TOLERANCE = 1e-3  # |sum of a row's probabilities - 1|
 FLOAT_FORMAT = "%.8g"
@@ -211,7 +212,7 @@ def probs_frame(ids: Sequence[str], probs: np.ndarray, classes: Sequence) -> pd.
     """``id`` + ``prob_<class>`` columns (for blending later), rows as given."""
     frame = pd.DataFrame({"id": [str(i) for i in ids]})
     for k, c in enumerate(classes):
-        frame[f"prob_{c}"] = probs[:, k]
+        frame[prob_column(c)] = probs[:, k]
     return frame
 
 

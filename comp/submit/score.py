@@ -18,9 +18,10 @@ import pandas as pd
 
 from comp.errors import SubmitError
 from comp.io import atomic_write_text
+from comp.metrics import compute_metrics
+from comp.runs.layout import RUNS_DIR, RunFolder
 from comp.submit.format import SampleFormat, read_text_csv
 from comp.submit.validate import check_file
-from comp.train.metrics import compute_metrics
 
 SCORE_METRICS = ("accuracy", "f1", "qwk", "auc", "logloss")
 LABEL_METRICS = ("accuracy", "f1", "qwk")  # scored on the label column when there is one
@@ -133,7 +134,7 @@ def recorded_target(submission: Path) -> tuple[str, str | None] | None:
     return ("label" if target["kind"] == "label" else "proba"), target.get("positive")
 
 
-def cv_record(experiment: str, submission: Path, runs_dir: Path = Path("runs")) -> tuple[str, dict]:
+def cv_record(experiment: str, submission: Path, runs_dir: Path = RUNS_DIR) -> tuple[str, dict]:
     """(config hash, OOF metrics) of what the submission was made from.
 
     The submission's ``.json`` side-car (written by ``comp submit``) holds the OOF score of that same
@@ -146,7 +147,7 @@ def cv_record(experiment: str, submission: Path, runs_dir: Path = Path("runs")) 
         meta = json.loads(side.read_text())
         if meta.get("oof"):
             return "+".join(meta.get("config_hashes", [])), dict(meta["oof"])
-    cv_path = Path(runs_dir) / experiment / "cv.json"
+    cv_path = RunFolder.of(experiment, runs_dir).cv
     if cv_path.is_file():
         cv = json.loads(cv_path.read_text())
         return str(cv.get("config_hash", "")), dict(cv.get("oof", {}))
@@ -167,7 +168,7 @@ def append_ledger(rows: list[dict], ledger: Path) -> Path:
     return atomic_write_text(ledger, old + buffer.getvalue())
 
 
-def ledger_rows(submission: Path, scores: dict[str, float], runs_dir: Path = Path("runs")) -> list[dict]:
+def ledger_rows(submission: Path, scores: dict[str, float], runs_dir: Path = RUNS_DIR) -> list[dict]:
     """One ledger row per metric for a scored submission."""
     experiment = infer_experiment(submission)
     config_hash, oof = cv_record(experiment, submission, runs_dir)

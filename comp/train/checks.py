@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from comp.config import Config
+from comp.device import Runtime
 from comp.errors import TrainError
-from comp.train.device import Runtime
 from comp.train.optim import ema_horizon_warning
 
 

@@ -12,9 +12,9 @@ from torch import nn
 from tqdm import tqdm
 
 from comp.data import centre_view, normalize_batch, set_epoch, start_epoch, to_device
+from comp.device import Runtime
 from comp.errors import TrainError
-from comp.train.device import Runtime
-from comp.train.metrics import compute_metrics
+from comp.metrics import compute_metrics
 from comp.train.optim import PER_STEP, ModelEma
 
 

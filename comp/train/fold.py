@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,16 +16,17 @@ from torch import nn
 from comp.competition import Competition
 from comp.config import Config
 from comp.data import derive_seed, start_epoch
+from comp.device import Runtime, broadcast_from_main
 from comp.errors import CheckpointError, TrainError
-from comp.io import atomic_write_text
+from comp.metrics import HIGHER_IS_BETTER, is_better
 from comp.models.factory import create_model, resolve_normalization
-from comp.train.checkpoint import capture_rng, check_checkpoint, load_checkpoint, restore_rng, save_checkpoint
+from comp.runs.checkpoint import capture_rng, check_checkpoint, load_checkpoint, restore_rng, save_checkpoint
+from comp.runs.layout import MemberDir
+from comp.runs.records import FoldMetrics, oof_table, write_history, write_oof
 from comp.train.checks import setting_warnings, use_sync_bn
-from comp.train.device import Runtime, broadcast_from_main
 from comp.train.engine import StepContext, evaluate, train_one_epoch
 from comp.train.finetune import set_backbone_frozen
 from comp.train.loaders import build_fold_loaders
-from comp.train.metrics import HIGHER_IS_BETTER, is_better
 from comp.train.mixing import GradeLoss, SoftTargetCE, create_mixer
 from comp.train.optim import ModelEma, create_criterion, create_optimizer, create_scheduler
 
@@ -194,7 +194,7 @@ class FoldTrainer:
 
     # -- the loop ------------------------------------------------------------------------------
     def run(self, callback: EpochCallback | None = None, log: Callable[[str], None] = print) -> FoldResult:
-        out = self.spec.out_dir
+        out = MemberDir(self.spec.out_dir)
         monitor = self.cfg.train.monitor
         ahead = None  # the next epoch's batches, started before this epoch's validation
         if self.runtime.is_main and self.start_epoch == 0:
@@ -215,8 +215,8 @@ class FoldTrainer:
             self.finished = stop or epoch + 1 == self.spec.epochs
             if self.runtime.is_main:
                 if improved:
-                    save_checkpoint(self.state(epoch + 1, resumable=False), out / "best.pt")
-                save_checkpoint(self.state(epoch + 1), out / "last.pt")
+                    save_checkpoint(self.state(epoch + 1, resumable=False), out.best)
+                save_checkpoint(self.state(epoch + 1), out.last)
                 log(format_epoch(self.spec.fold, row, self.spec.epochs, monitor, improved))
             if callback is not None:
                 callback(epoch, row)
@@ -279,23 +279,22 @@ class FoldTrainer:
 
     # -- outputs -------------------------------------------------------------------------------
     def write_outputs(self) -> None:
-        out = self.spec.out_dir
-        atomic_write_text(out / "history.csv", pd.DataFrame(self.history).to_csv(index=False, lineterminator="\n"))
+        """``history.csv``, the OOF table of the best epoch, and ``metrics.json`` (last: it marks completion)."""
+        out = MemberDir(self.spec.out_dir)
+        write_history(out.history, self.history)
         monitor = self.cfg.train.monitor
         best_row = self.history[self.best_epoch - 1] if self.best_epoch else {}
-        metrics = {
-            "fold": self.spec.fold, "monitor": monitor, "mode": "max" if HIGHER_IS_BETTER[monitor] else "min",
-            "best_epoch": self.best_epoch, "best_score": self.best_score, "epochs_run": len(self.history),
-            "epochs_planned": self.spec.epochs, "finished": self.finished,
-            "stopped_early": self.stopped_early,
-            "metrics": {k: v for k, v in best_row.items() if k not in ("epoch", "lr", "seconds", "images_per_s")},
-            "config_hash": self.spec.config_hash, "folds_hash": self.spec.folds_hash,
-        }
-        atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+        metrics = FoldMetrics(
+            fold=self.spec.fold, monitor=monitor, mode="max" if HIGHER_IS_BETTER[monitor] else "min",
+            best_epoch=self.best_epoch, best_score=self.best_score, epochs_run=len(self.history),
+            epochs_planned=self.spec.epochs, finished=self.finished, stopped_early=self.stopped_early,
+            metrics={k: v for k, v in best_row.items() if k not in ("epoch", "lr", "seconds", "images_per_s")},
+            config_hash=self.spec.config_hash, folds_hash=self.spec.folds_hash,
+        )
+        metrics.write(out.metrics)
         if self.best_probs is not None:
             grade = self.cfg.model.head == "regress"
-            atomic_write_text(out / "oof.csv", oof_frame(self.comp, self.spec, self.best_probs, grade).to_csv(
-                index=False, lineterminator="\n", float_format="%.6g"))
+            write_oof(out.oof, oof_frame(self.comp, self.spec, self.best_probs, grade))
 
 
 def oof_frame(comp: Competition, spec: FoldSpec, probs: np.ndarray, grade: bool = False) -> pd.DataFrame:
@@ -305,12 +304,8 @@ def oof_frame(comp: Competition, spec: FoldSpec, probs: np.ndarray, grade: bool 
     (:mod:`comp.models.grade`).
     """
     rows = comp.train.iloc[spec.valid_idx]
-    frame = pd.DataFrame({"id": rows["id"].to_numpy(), "label": rows["label"].to_numpy(), "fold": spec.fold})
-    if grade:
-        frame["grade"] = probs @ np.arange(probs.shape[1])
-    for c, name in enumerate(comp.classes_):
-        frame[f"prob_{name}"] = probs[:, c]
-    return frame
+    return oof_table(rows["id"].to_numpy(), rows["label"].to_numpy(), spec.fold, list(comp.classes_), probs,
+                     probs @ np.arange(probs.shape[1]) if grade else None)
 
 
 def format_epoch(fold, row: dict, epochs: int, monitor: str, improved: bool) -> str:

@@ -22,7 +22,7 @@ from comp.data import (
     resolve_num_workers,
 )
 from comp.data.prebuild import CacheBuild, Progress, build_cache, usable_cores
-from comp.train.device import Runtime, barrier
+from comp.device import Runtime, barrier
 
 
 @dataclass

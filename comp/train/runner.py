@@ -17,15 +17,16 @@ from comp.competition import Competition, load_competition
 from comp.config import Config, write_resolved
 from comp.data.loader import resolve_num_workers
 from comp.data.prebuild import CacheBuild, Progress
+from comp.device import Runtime, barrier, setup_runtime, teardown
 from comp.errors import TrainError
 from comp.folds import Folds, folds_hash, read_folds
-from comp.io import atomic_write_text
 from comp.lock import experiment_lock
+from comp.metrics import HIGHER_IS_BETTER, METRICS, compute_metrics
 from comp.models.factory import check_name
-from comp.train.device import Runtime, barrier, setup_runtime, teardown
+from comp.runs.layout import FULL, MemberDir, RunFolder
+from comp.runs.records import CVSummary, FoldMetrics, oof_probs, read_oof, write_oof
 from comp.train.fold import EpochCallback, FoldResult, FoldSpec, FoldTrainer
 from comp.train.loaders import prebuild_train_cache
-from comp.train.metrics import HIGHER_IS_BETTER, METRICS, compute_metrics
 
 # Settings that change where or how fast a run goes, not what it learns: a resume may change them.
 RUNTIME_ONLY = {"data": ("num_workers", "cache_dir"), "train": ("device", "threads", "compile")}
@@ -46,39 +47,35 @@ def training_hash(cfg: Config) -> str:
 class TrainSummary:
     run_dir: Path
     results: list[FoldResult]
-    cv: dict | None
+    cv: CVSummary | None
     cache: CacheBuild | None = None  # the image cache built before the first epoch
 
 
-def parse_fold_arg(value: str, k: int) -> list[int]:
-    """``all`` -> every fold; ``2`` or ``0,3`` -> those folds.
+def check_folds(folds: list[int] | None, k: int) -> list[int]:
+    """The folds to train: every fold for None, else ``folds`` sorted.
 
     Raises:
         TrainError: a fold outside 0..k-1.
     """
-    if value == "all":
+    if folds is None:
         return list(range(k))
-    try:
-        folds = sorted({int(part) for part in value.split(",")})
-    except ValueError:
-        raise TrainError(f"--fold {value!r}: use all, a fold number or a comma list such as 0,2") from None
     bad = [f for f in folds if not 0 <= f < k]
     if bad:
-        raise TrainError(f"--fold {value}: fold {bad[0]} does not exist; the folds file has k={k} (0..{k - 1})")
-    return folds
+        raise TrainError(f"fold {bad[0]} does not exist; the folds file has k={k} (0..{k - 1}); "
+                         f"train folds in that range or remake the folds with comp folds make")
+    return sorted(set(folds))
 
 
 def fold_spec(folds: Folds, fold: int, run_dir: Path, epochs: int, fhash: str, chash: str) -> FoldSpec:
+    """The rows fold ``fold`` trains and validates on, written to ``<run_dir>/fold<k>/``."""
     fold_col = folds.frame["fold"].to_numpy()
     return FoldSpec(fold, np.flatnonzero(fold_col != fold), np.flatnonzero(fold_col == fold), epochs,
-                    run_dir / f"fold{fold}", fhash, chash)
-
-
-STAGING = ".staging"  # runs/<exp>/.staging/<fold>: a fold trains here and replaces <fold> only when complete
+                    RunFolder(run_dir).member(fold).path, fhash, chash)
 
 
 def staging_dir(out_dir: Path) -> Path:
-    return out_dir.parent / STAGING / out_dir.name
+    """The staging folder of the member folder ``out_dir``."""
+    return MemberDir(out_dir).staging.path
 
 
 def _prepare_staging(final: Path, resume: bool, runtime: Runtime, staging: Path) -> bool:
@@ -88,9 +85,9 @@ def _prepare_staging(final: Path, resume: bool, runtime: Runtime, staging: Path)
     its final folder (finished, or written by an older comp), copied into staging first. A fresh run
     starts from an empty staging folder: the final folder is not touched until the new one is complete.
     """
-    resuming = resume and ((staging / "last.pt").is_file() or (final / "last.pt").is_file())
+    resuming = resume and (MemberDir(staging).last.is_file() or MemberDir(final).last.is_file())
     if runtime.is_main:
-        if resuming and staging != final and not (staging / "last.pt").is_file():
+        if resuming and staging != final and not MemberDir(staging).last.is_file():
             copy = staging.with_name(staging.name + ".copy")  # a kill mid-copy leaves no half staging
             shutil.rmtree(copy, ignore_errors=True)
             shutil.copytree(final, copy)
@@ -109,7 +106,7 @@ def _recover(final: Path) -> None:
     old = staging.with_name(final.name + ".old")
     if final.exists() or not old.exists():
         return
-    if (staging / "metrics.json").is_file():  # written last: the new results were complete
+    if MemberDir(staging).metrics.is_file():  # written last: the new results were complete
         staging.rename(final)
         shutil.rmtree(old)
     else:
@@ -148,7 +145,7 @@ def run_fold(cfg: Config, comp: Competition, spec: FoldSpec, runtime: Runtime, r
     trainer = FoldTrainer(cfg, comp, spec, runtime)
     resuming = _prepare_staging(final, resume, runtime, spec.out_dir)
     if resuming:
-        trainer.resume(spec.out_dir / "last.pt")
+        trainer.resume(MemberDir(spec.out_dir).last)
         done = "already finished" if trainer.finished else f"resuming after epoch {trainer.start_epoch}"
         log(f"fold {spec.fold}: {done}")
     result = trainer.run(callback, log)
@@ -160,10 +157,19 @@ def run_fold(cfg: Config, comp: Competition, spec: FoldSpec, runtime: Runtime, r
     return result
 
 
-def run_training(cfg: Config, fold: str = "all", resume: bool = False, full: bool = False,
+def run_training(cfg: Config, folds: list[int] | None = None, resume: bool = False, full: bool = False,
                  full_epochs: int | None = None, log: Callable[[str], None] = print,
                  progress: Progress | None = None) -> TrainSummary:
     """Train the requested folds, then (if every fold is done) write ``oof.csv`` and ``cv.json``; then the full fit.
+
+    Args:
+        cfg: The experiment.
+        folds: The folds to train (None: all of them; ``[]``: none, e.g. only the full fit).
+        resume: Continue killed folds from their ``last.pt``.
+        full: Then train the final fit on all labelled data.
+        full_epochs: Its epochs (default ``train.full_epochs``, else the folds' mean best epoch).
+        log: Where progress lines go.
+        progress: Called with (done, total) while the image cache is built.
 
     The image cache is built first with every core (``progress`` gets (done, total) as it goes).
 
@@ -178,12 +184,12 @@ def run_training(cfg: Config, fold: str = "all", resume: bool = False, full: boo
     runtime = setup_runtime(cfg.train, resolve_num_workers(cfg.data.num_workers))
     try:
         with experiment_lock(cfg.run_dir) if runtime.is_main else contextlib.nullcontext():
-            return _train(cfg, runtime, fold, resume, full, full_epochs, log, progress)
+            return _train(cfg, runtime, folds, resume, full, full_epochs, log, progress)
     finally:
         teardown(runtime)
 
 
-def _train(cfg: Config, runtime: Runtime, fold: str, resume: bool, full: bool, full_epochs: int | None,
+def _train(cfg: Config, runtime: Runtime, fold_ids: list[int] | None, resume: bool, full: bool, full_epochs: int | None,
            log: Callable[[str], None], progress: Progress | None = None) -> TrainSummary:
     comp = load_competition(cfg.data)
     if cfg.train.monitor == "qwk":
@@ -194,7 +200,8 @@ def _train(cfg: Config, runtime: Runtime, fold: str, resume: bool, full: bool, f
     cache = prebuild_train_cache(cfg, comp, runtime, progress)
     if cache.decoded and runtime.is_main:
         log(cache.summary("train images"))
-    run_dir, fhash, chash = cfg.run_dir, folds_hash(cfg.folds.name), training_hash(cfg)
+    run, fhash, chash = RunFolder(cfg.run_dir), folds_hash(cfg.folds.name), training_hash(cfg)
+    run_dir = run.root
     written = []
 
     def published() -> None:  # config.yaml describes the results in place, not a refused or failed run
@@ -202,40 +209,48 @@ def _train(cfg: Config, runtime: Runtime, fold: str, resume: bool, full: bool, f
             written.append(write_resolved(cfg, run_dir))
 
     results = []
-    for f in parse_fold_arg(fold, folds.k) if fold != "none" else []:
-        spec = fold_spec(folds, f, run_dir, cfg.train.epochs, fhash, chash)
+    for f in check_folds(fold_ids, folds.k):
+        spec = fold_spec(folds, f, run.root, cfg.train.epochs, fhash, chash)
         results.append(run_fold(cfg, comp, spec, runtime, resume, log=log, on_done=published))
-    cv = write_cv(cfg, comp, folds, run_dir, fhash, chash) if runtime.is_main else None
+    cv = write_cv(cfg, comp, folds, run, fhash, chash) if runtime.is_main else None
     if full:
-        epochs = full_epochs or cfg.train.full_epochs or mean_best_epoch(run_dir, folds.k, fhash, chash)
-        spec = FoldSpec("full", np.arange(len(comp.train)), None, epochs, run_dir / "full", fhash, chash)
+        epochs = full_epochs or cfg.train.full_epochs or mean_best_epoch(run, folds.k, fhash, chash)
+        spec = FoldSpec(FULL, np.arange(len(comp.train)), None, epochs, run.member(FULL).path, fhash, chash)
         log(f"full fit on all {len(comp.train)} labelled images for {epochs} epochs")
         results.append(run_fold(cfg, comp, spec, runtime, resume, log=log, on_done=published))
     return TrainSummary(run_dir, results, cv, cache)
 
 
-def mean_best_epoch(run_dir: Path, k: int, fhash: str, chash: str) -> int:
+def mean_best_epoch(run: RunFolder, k: int, fhash: str, chash: str) -> int:
     """Mean best epoch over the finished folds of this folds file and config (the full fit's length).
 
     A ``fold<n>/metrics.json`` left by another k, folds file or config is not counted.
     """
-    best = []
-    for f in range(k):
-        path = run_dir / f"fold{f}" / "metrics.json"
-        metrics = json.loads(path.read_text()) if path.is_file() else {}
-        if metrics.get("finished") and metrics.get("folds_hash") == fhash and metrics.get("config_hash") == chash:
-            best.append(metrics["best_epoch"])
+    best = [m.best_epoch for m in _finished_folds(run, k, fhash, chash).values()]
     if not best:
-        raise TrainError(f"{run_dir}: no finished fold of this folds file and config to take the epoch count "
+        raise TrainError(f"{run.root}: no finished fold of this folds file and config to take the epoch count "
                          f"from; train the folds first or pass --full-epochs N")
     return max(1, int(round(float(np.mean(best)))))
 
 
-def tuned_split(run_dir: Path, fhash: str, fold_of_row: np.ndarray, table: pd.DataFrame, comp: Competition,
+def _finished_folds(run: RunFolder, k: int, fhash: str, chash: str, with_oof: bool = False) -> dict[int, FoldMetrics]:
+    """The metrics of folds 0..k-1 that finished on this folds file with this config (and wrote their OOF)."""
+    done = {}
+    for f in range(k):
+        member = run.member(f)
+        if not member.metrics.is_file() or (with_oof and not member.oof.is_file()):
+            continue
+        metrics = FoldMetrics.read(member.metrics)
+        if metrics.belongs_to(fhash, chash):  # an old or unfinished fold does not belong in this CV
+            done[f] = metrics
+    return done
+
+
+def tuned_split(run: RunFolder, fhash: str, fold_of_row: np.ndarray, table: pd.DataFrame, comp: Competition,
                 probs: np.ndarray) -> dict:
     """``tuned_folds`` (the folds ``comp tune`` scored its trials on, from ``tune/summary.json``) and
     ``untuned`` (mean and pooled OOF metrics of the other folds: the CV no hyperparameter was chosen on)."""
-    path = run_dir / "tune" / "summary.json"
+    path = run.tune_summary
     summary = json.loads(path.read_text()) if path.is_file() else {}
     if summary.get("folds_hash", fhash) != fhash:
         summary = {}  # tuned on another folds file: its fold numbers mean other rows
@@ -250,37 +265,29 @@ def tuned_split(run_dir: Path, fhash: str, fold_of_row: np.ndarray, table: pd.Da
         "oof": compute_metrics(comp.train["target"].to_numpy()[rows], probs[rows])}}
 
 
-def write_cv(cfg: Config, comp: Competition, folds: Folds, run_dir: Path, fhash: str, chash: str) -> dict | None:
+def write_cv(cfg: Config, comp: Competition, folds: Folds, run: RunFolder, fhash: str,
+             chash: str) -> CVSummary | None:
     """Pool the folds' OOF predictions and write ``oof.csv`` and ``cv.json`` (None until every fold is done)."""
-    per_fold, best_epochs, parts = {}, [], []
-    for f in range(folds.k):
-        metrics_path, oof_path = run_dir / f"fold{f}" / "metrics.json", run_dir / f"fold{f}" / "oof.csv"
-        if not (metrics_path.is_file() and oof_path.is_file()):
-            continue
-        metrics = json.loads(metrics_path.read_text())
-        if metrics.get("folds_hash") != fhash or metrics.get("config_hash") != chash or not metrics["finished"]:
-            continue  # an old or unfinished fold does not belong in this CV
-        per_fold[str(f)] = {("loss" if k == "valid_loss" else k): v for k, v in metrics["metrics"].items()
-                            if k != "train_loss"}
-        best_epochs.append(metrics["best_epoch"])
-        parts.append(pd.read_csv(oof_path, dtype={"id": str, "label": str}, keep_default_na=False))
-    if len(per_fold) < folds.k:
+    done = _finished_folds(run, folds.k, fhash, chash, with_oof=True)
+    if len(done) < folds.k:
         return None
+    per_fold = {str(f): {("loss" if k == "valid_loss" else k): v for k, v in m.metrics.items() if k != "train_loss"}
+                for f, m in done.items()}
+    parts = [read_oof(run.member(f).oof) for f in done]
     oof = pd.concat(parts).set_index("id").loc[comp.train["id"]].reset_index()
     oof["label"] = comp.train["label"].to_numpy()
-    probs = oof[[f"prob_{c}" for c in comp.classes_]].to_numpy()
+    probs = oof_probs(oof, list(comp.classes_))
     table = pd.DataFrame(per_fold).T
-    cv = {
-        "experiment": cfg.name, "config_hash": chash, "folds": cfg.folds.name, "folds_hash": fhash,
-        "classes": list(comp.classes_), "monitor": cfg.train.monitor,
-        "mode": "max" if HIGHER_IS_BETTER[cfg.train.monitor] else "min",
-        "per_fold": per_fold,
-        "mean": {m: float(table[m].mean()) for m in METRICS if m in table},
-        "std": {m: float(table[m].std(ddof=0)) for m in METRICS if m in table},
-        "oof": compute_metrics(comp.train["target"].to_numpy(), probs),
-        "best_epochs": best_epochs, "complete": True,
-        **tuned_split(run_dir, fhash, folds.frame["fold"].to_numpy(), table, comp, probs),
-    }
-    atomic_write_text(run_dir / "oof.csv", oof.to_csv(index=False, lineterminator="\n", float_format="%.6g"))
-    atomic_write_text(run_dir / "cv.json", json.dumps(cv, indent=2) + "\n")
+    cv = CVSummary(
+        experiment=cfg.name, config_hash=chash, folds=cfg.folds.name, folds_hash=fhash,
+        classes=list(comp.classes_), monitor=cfg.train.monitor,
+        mode="max" if HIGHER_IS_BETTER[cfg.train.monitor] else "min", per_fold=per_fold,
+        mean={m: float(table[m].mean()) for m in METRICS if m in table},
+        std={m: float(table[m].std(ddof=0)) for m in METRICS if m in table},
+        oof=compute_metrics(comp.train["target"].to_numpy(), probs),
+        best_epochs=[m.best_epoch for m in done.values()], complete=True,
+        **tuned_split(run, fhash, folds.frame["fold"].to_numpy(), table, comp, probs),
+    )
+    write_oof(run.oof, oof)
+    cv.write(run.cv)
     return cv

@@ -13,9 +13,10 @@ import optuna
 
 from comp.competition import Competition
 from comp.config import Config, write_resolved
+from comp.device import Runtime
 from comp.errors import TrainError
 from comp.folds import Folds, folds_hash
-from comp.train.device import Runtime
+from comp.runs.layout import TRIALS
 from comp.train.runner import fold_spec, run_fold, training_hash
 from comp.tune.space import Dimension, apply_values, suggest
 from comp.tune.study import SURPLUS_ATTR, WORKER_ATTR, TuneError, is_surplus, requeue, worker_mark
@@ -82,7 +83,7 @@ class Objective:
         values = suggest(trial, s.dims, list(s.comp.classes_))
         trial.set_user_attr(VALUES_ATTR, values)
         cfg = apply_values(s.cfg, values)
-        trial_dir = s.tune_dir / "trials" / str(trial.number)
+        trial_dir = s.tune_dir / TRIALS / str(trial.number)
         write_resolved(cfg, trial_dir)
         s.log(f"trial {trial.number}: " + ", ".join(f"{k}={_short(v)}" for k, v in values.items()))
         try:

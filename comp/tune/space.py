@@ -22,7 +22,7 @@ import types
 from dataclasses import dataclass
 from typing import Any, Union, get_args, get_origin
 
-from comp.config import Config, apply_overrides, build_config
+from comp.config import Config, apply_overrides, build_config, field_at, with_values
 from comp.errors import ConfigError
 
 RANGE_KEYS = {"low", "high", "log", "step"}
@@ -113,20 +113,8 @@ def suggest(trial, dims: list[Dimension], classes: list[str]) -> dict[str, Any]:
 
 
 def apply_values(cfg: Config, values: dict[str, Any], source: str = "tune.space") -> Config:
-    """A copy of ``cfg`` with the dotted ``values`` set, validated.
-
-    Raises:
-        ConfigError: A key the config does not have (with a suggestion) or a value it refuses,
-            named as coming from ``source``.
-    """
-    raw = cfg.to_dict()
-    for key, value in values.items():
-        *sections, leaf = key.split(".")
-        node = raw
-        for part in sections:  # keys are checked config fields, so every parent is a section
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return build_config(raw, "config", set(values), override_source=source)
+    """A copy of ``cfg`` with the dotted ``values`` set, validated (:func:`comp.config.with_values`)."""
+    return with_values(cfg, values, source)
 
 
 def _suggest_number(trial, name: str, dim: Dimension, kind: type) -> float | int:
@@ -232,20 +220,8 @@ def _extremes(dim: Dimension, num_classes: int) -> list[Any]:
     return ends
 
 
-def _field(key: str):
-    """The pydantic field at dotted ``key`` (None when there is none)."""
-    model, field = Config, None
-    for part in key.split("."):
-        fields = getattr(model, "model_fields", None)
-        if not fields or part not in fields:
-            return None
-        field = fields[part]
-        model = field.annotation
-    return field
-
-
 def _check_known_key(key: str) -> None:
-    if _field(key) is not None:
+    if field_at(key) is not None:
         return
     # The config's own message: the closest valid key, or the valid keys of that section.
     raw = apply_overrides(Config().to_dict(), [f"{key}=0"])
@@ -254,7 +230,7 @@ def _check_known_key(key: str) -> None:
 
 
 def _is_int_field(key: str) -> bool:
-    annotation = _field(key).annotation
+    annotation = field_at(key).annotation
     origin = get_origin(annotation)
     members = get_args(annotation) if origin in (Union, types.UnionType) else (annotation,)
     return int in members and float not in members

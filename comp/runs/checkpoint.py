@@ -1,11 +1,8 @@
 """Checkpoints: written atomically, loaded with ``weights_only=True`` (a checkpoint never runs code).
 
-A checkpoint is a dict of tensors and plain values:
-``model`` (state dict of the weights to evaluate: the EMA weights when EMA is on), ``raw_model``
-(the trained weights when EMA is on, else absent), ``ema_updates`` (EMA steps taken: its warm-up),
-``optimizer``, ``scheduler``, ``scaler``, ``epoch`` (epochs completed), ``best_score``, ``best_epoch``,
-``bad_epochs``, ``rng``, ``classes``, ``config`` (the resolved config as a dict), ``config_hash``,
-``folds_hash``, ``fold``, ``num_classes``, ``in_chans``, ``history`` (list of per-epoch dicts).
+A checkpoint is a dict of tensors and plain values, with the keys of :data:`CHECKPOINT_KEYS` (``best.pt``
+and ``last.pt``) and, in ``last.pt`` only, those of :data:`RESUME_KEYS` (``docs/artifacts.md`` lists the
+same keys; a test holds the two together).
 """
 
 from __future__ import annotations
@@ -22,6 +19,35 @@ import torch
 from comp.classes import same_classes
 from comp.errors import CheckpointError
 from comp.io import atomic_write_bytes
+
+CHECKPOINT_KEYS = {
+    "model": "state dict of the weights to predict with (the EMA weights when EMA is on)",
+    "epoch": "epochs completed",
+    "epochs": "epochs planned",
+    "finished": "whether training ended (all epochs or early stop)",
+    "best_score": "the monitored metric at the best epoch",
+    "best_epoch": "the epoch of the best weights (1-based)",
+    "bad_epochs": "epochs since the best one (early stopping)",
+    "best_logloss": "logloss at the best epoch (breaks ties of the monitor)",
+    "best_probs": "the best epoch's validation probabilities (N, C), or None",
+    "history": "one dict per epoch, as history.csv",
+    "classes": "the class list, spelled as in train.csv",
+    "config": "the resolved config as a dict",
+    "config_hash": "the training hash of the config",
+    "folds_hash": "the folds file's hash",
+    "fold": "the fold index, or full",
+    "num_classes": "the model's outputs",
+    "in_chans": "the model's input channels",
+    "model_name": "model.name",
+}
+RESUME_KEYS = {
+    "raw_model": "the trained weights when EMA is on, else None",
+    "ema_updates": "EMA steps taken (its warm-up)",
+    "optimizer": "the optimiser's state dict",
+    "scheduler": "the schedule's state dict, or None",
+    "scaler": "the AMP grad scaler's state dict",
+    "rng": "Python, NumPy and torch RNG states",
+}
 
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> Path:
