@@ -138,7 +138,7 @@ def _timm_rows(results: dict, workload: str) -> list[Row]:
     label = f"{workload}: comp train / timm train.py (later epochs)"
     timm = lookup(results, f"{base}.timm_train")
     if not isinstance(timm, dict) or "later_epochs" not in timm:
-        note = NOT_MEASURED if timm is None else f"failed ({timm.get('error', '?')[:60]}...; see {timm.get('log')})"
+        note = NOT_MEASURED if timm is None else f"failed: see {timm.get('log')}"
         return [Row(label, f"{base}.ratios.train_vs_timm", "ratio", note=note)]
     return [Row(f"{workload}: timm train.py epoch 1 img/s (decodes every epoch)", f"{base}.timm_train.first_epoch"),
             Row(f"{workload}: timm train.py later epochs img/s", f"{base}.timm_train.later_epochs"),

@@ -8,8 +8,9 @@ Fold 0's training and validation images become an ImageFolder tree of symbolic l
 files comp reads (``train/<class>/``, ``validation/<class>/``); timm decodes them every epoch, as it
 always does. The settings are comp's: the same model, image size, batch size, epochs, AdamW, lr, weight
 decay, cosine schedule without warm-up, no label smoothing, no pretrained weights, comp's loader worker
-count, channels_last, and on CUDA the same autocast (``--amp --amp-dtype bfloat16``). The augmentation
-is a flip, as the bench's ``light`` preset (timm's default RandomResizedCrop is kept, colour jitter is off).
+count (at least one: timm's loader keeps its workers alive and refuses 0), channels_last, and on CUDA
+the same autocast (``--amp --amp-dtype bfloat16``). The augmentation is a flip, as the bench's
+``light`` preset (timm's default RandomResizedCrop is kept, colour jitter is off).
 
 Images/s per epoch are timm's own: the running average of its last ``Train:`` line of each epoch
 (samples per update over the mean update time, data loading included, validation not).
@@ -80,7 +81,7 @@ def timm_command(script: Path, data_dir: Path, out_dir: Path, cfg: Config, devic
            "--img-size", str(cfg.data.image_size), "-b", str(cfg.train.batch_size),
            "--epochs", str(cfg.train.epochs), "--opt", "adamw", "--lr", str(cfg.train.lr),
            "--weight-decay", str(cfg.train.weight_decay), "--sched", "cosine", "--warmup-epochs", "0",
-           "--smoothing", "0", "--hflip", "0.5", "--color-jitter", "0", "--workers", str(workers),
+           "--smoothing", "0", "--hflip", "0.5", "--color-jitter", "0", "--workers", str(max(1, workers)),
            "--seed", str(cfg.train.seed), "--device", str(device), "--output", str(out_dir),
            "--experiment", "timm-train", "--checkpoint-hist", "1"]
     if cfg.train.channels_last:
