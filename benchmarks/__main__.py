@@ -7,6 +7,7 @@ Usage::
     python -m benchmarks --compare bench-out/old.json     # and each figure's change
     python -m benchmarks --workloads large --threads 2 --out bench-out/large.json
     python -m benchmarks --real                           # GPU sizes: resnet50, 224 px, batch 128, fundus, compile
+    python -m benchmarks --real --timm-train pytorch-image-models/train.py   # ... and timm's train.py beside comp
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from comp.data.prebuild import usable_cores
 
 DEFAULT_OUT = Path("bench-out/bench.json")
 # --real: the sizes people train at on a GPU (bf16 autocast and channels_last are the defaults there)
-REAL = {"models": "resnet50", "image_size": 224, "batch_size": 128, "workloads": "fundus", "compile": "both"}
+REAL = {"models": "resnet50", "image_size": 224, "batch_size": 128, "workloads": "fundus", "compile": "both",
+        "on_device": "both"}
 DEFAULT_CACHE = Path(".cache/bench")
 
 
@@ -73,6 +75,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help=f"workloads and scratch runs (default {DEFAULT_CACHE})")
     parser.add_argument("--compile", choices=("off", "on", "both"), default="off",
                         help="comp train with train.compile off, on, or both (default off)")
+    parser.add_argument("--on-device", choices=("off", "on", "both"), default="off",
+                        help="comp train with augment.on_device off, on, or both (default off)")
+    parser.add_argument("--augment", choices=("none", "light", "medium", "fundus", "cells"), default="light",
+                        help="comp train's augment.preset (default light: a flip, as the plain loop)")
+    parser.add_argument("--timm-train", type=Path, default=None,
+                        help="a pytorch-image-models checkout's train.py: run it on the same images "
+                             "(default: $COMP_TIMM_TRAIN; none: not measured)")
     parser.add_argument("--real", action="store_true",
                         help="GPU sizes: " + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in REAL.items())
                         + " (options given explicitly win)")
@@ -84,8 +93,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                 setattr(args, key, value)
     if args.threads < 1 or args.batch_size < 1 or args.image_size < 8 or (args.epochs or 2) < 2:
         parser.error("--threads and --batch-size must be >= 1, --image-size >= 8, --epochs >= 2")
-    from benchmarks import report, workloads
+    from benchmarks import report, timm_train, workloads
 
+    try:
+        args.timm_train = timm_train.resolve_script(args.timm_train)
+    except SystemExit as exc:
+        parser.error(str(exc))
     args.size_given = args.image_size != parser.get_default("image_size")  # else a workload may set its own
     args.workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
     unknown = [name for name in args.workloads if name not in workloads.SPECS]
@@ -130,7 +143,7 @@ def workload_size(name: str, args) -> int:
 
 def bench_workload(name: str, args, plan: Plan, runtime, step: dict, log) -> dict:
     """Every per-workload figure: comp train, the plain loop, inference, and the ratios between them."""
-    from benchmarks import decode, pipelines, workloads
+    from benchmarks import decode, pipelines, timm_train, workloads
     from comp.data import resolve_num_workers
 
     spec = workloads.get_spec(name, args.quick)
@@ -140,7 +153,8 @@ def bench_workload(name: str, args, plan: Plan, runtime, step: dict, log) -> dic
     work = (args.cache_dir / "work" / name).resolve()
     size = workload_size(name, args)
     cfg = pipelines.bench_config(name, root, work, args.models[0], size, args.batch_size,
-                                 args.epochs or plan.epochs, args.threads, args.device, args.compile == "on")
+                                 args.epochs or plan.epochs, args.threads, args.device, args.compile == "on",
+                                 args.augment, args.on_device == "on")
     out: dict = {"data": workloads.describe(root, spec)}
     out["image_size"] = size
     log(f"[{name}] first pass: decoding the training images at {size} px, 4 ways")
@@ -153,6 +167,15 @@ def bench_workload(name: str, args, plan: Plan, runtime, step: dict, log) -> dic
         compiled = cfg.model_copy(deep=True)
         compiled.train.compile = True
         out["train_compiled"] = pipelines.run_comp_train_isolated(compiled, work)
+    if args.on_device == "both":
+        log(f"[{name}] comp train with augment.on_device")
+        on_device = cfg.model_copy(deep=True)
+        on_device.augment.on_device = True
+        out["train_on_device"] = pipelines.run_comp_train_isolated(on_device, work)
+    if args.timm_train is not None:
+        log(f"[{name}] timm's train.py ({args.timm_train}), {cfg.train.epochs} epochs on the same images")
+        out["timm_train"] = timm_train.run_timm_train(args.timm_train, cfg, work, pipelines.FOLD, runtime,
+                                                      resolve_num_workers(cfg.data.num_workers), args.threads)
     out["plain"] = {}
     for workers in sorted({*plan.plain_workers, resolve_num_workers("auto")}):  # and comp's own count
         log(f"[{name}] plain loop, num_workers={workers}")
@@ -166,6 +189,10 @@ def bench_workload(name: str, args, plan: Plan, runtime, step: dict, log) -> dic
         "train_vs_step": later / step["ours"]["median"],
         **({"compiled_vs_step": out["train_compiled"]["later_epochs"]["median"] / step["ours"]["median"]}
            if "train_compiled" in out else {}),
+        **({"on_device_vs_step": out["train_on_device"]["later_epochs"]["median"] / step["ours"]["median"]}
+           if "train_on_device" in out else {}),
+        **({"train_vs_timm": later / out["timm_train"]["later_epochs"]["median"]}
+           if "later_epochs" in out.get("timm_train", {}) else {}),
         "train_vs_plain": later / out["plain"]["best"],
         "first_epoch_vs_plain": out["train"]["first_epoch"] / out["plain"]["best"],
         "cache_vs_opencv": out["cache_build"]["comp_all"] / out["cache_build"]["opencv_threads"],
@@ -192,6 +219,8 @@ def run(args: argparse.Namespace, log=print) -> dict:
                               "image_size": args.image_size, "quick": args.quick, "plan": asdict(plan),
                               "amp": str(runtime.amp_dtype).replace("torch.", "") if runtime.amp_dtype else "fp32",
                               "channels_last": True, "compile": args.compile, "real": args.real,
+                              "augment": args.augment, "on_device": args.on_device,
+                              "timm_train": str(args.timm_train) if args.timm_train else None,
                               "command": " ".join(sys.argv)}}
     sizes = tuple(n * (4 if runtime.device.type == "cuda" else 1) for n in plan.peak_sizes)
     log(f"device {results['meta']['device_name']} ({runtime.device}), {args.threads} threads; peak matmul of "

@@ -51,14 +51,16 @@ def working_dir(path: Path) -> Iterator[None]:
 
 
 def bench_config(name: str, root: Path, work: Path, model: str, image_size: int, batch_size: int, epochs: int,
-                 threads: int, device: str, compile: bool = False) -> Config:
-    """The experiment config of workload ``name``: light augmentation (a flip), AdamW, cosine, fp32/bf16 auto."""
+                 threads: int, device: str, compile: bool = False, preset: str = "light",
+                 on_device: bool = False) -> Config:
+    """The experiment config of workload ``name``: ``preset`` augmentation (light: a flip; on the device with
+    ``on_device``), AdamW, cosine, fp32/bf16 auto."""
     return Config(
         name=f"bench-{name}",
         data=DataConfig(root=Path(root).resolve(), image_size=image_size, cache_dir=Path(work).resolve() / "cache"),
         folds=FoldsConfig(name=f"bench-{name}", k=5),
         model=ModelConfig(name=model),
-        augment=AugmentConfig(preset="light"),
+        augment=AugmentConfig(preset=preset, on_device=on_device),
         train=TrainConfig(epochs=epochs, batch_size=batch_size, threads=threads, device=device, compile=compile),
         submit=SubmitConfig(batch_size=max(64, batch_size)),
     )

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 LOWER_IS_BETTER = ("tta_ratio", "peak_mb")  # every other figure (img/s, ratios, MFU): higher is better
+NOT_MEASURED = "not measured (pass --timm-train)"
 
 
 @dataclass(frozen=True)
@@ -36,12 +37,14 @@ class Row:
         key: Dotted key of the figure in the results (its median when it is a stat).
         fmt: ``"rate"`` (img/s, GFLOP/s), ``"ratio"``, ``"pct"`` or ``"mb"``.
         target: The goal, if any.
+        note: Shown instead of a value (a figure that was not measured, and why).
     """
 
     label: str
     key: str
     fmt: str = "rate"
     target: Target | None = None
+    note: str | None = None
 
 
 def lookup(results: dict, key: str):
@@ -103,6 +106,7 @@ def build_rows(results: dict) -> list[Row]:
             rows += [Row(f"{workload}: comp train later epochs img/s, train.compile",
                          f"{base}.train_compiled.later_epochs"),
                      Row(f"{workload}: compiled later epochs / model step", f"{base}.ratios.compiled_vs_step", "ratio")]
+        rows += _on_device_rows(results, workload) + _timm_rows(results, workload)
         for setting in lookup(results, f"{base}.plain") or {}:
             if setting.startswith("workers"):
                 rows.append(Row(f"{workload}: plain loop img/s, num_workers={setting[7:]}", f"{base}.plain.{setting}"))
@@ -117,6 +121,28 @@ def build_rows(results: dict) -> list[Row]:
                 f"{base}.train.memory.peak_mb", "mb"),
         ]
     return rows
+
+
+def _on_device_rows(results: dict, workload: str) -> list[Row]:
+    base = f"workloads.{workload}"
+    if not lookup(results, f"{base}.train_on_device"):
+        return []
+    return [Row(f"{workload}: comp train later epochs img/s, augment.on_device",
+                f"{base}.train_on_device.later_epochs"),
+            Row(f"{workload}: on-device later epochs / model step", f"{base}.ratios.on_device_vs_step", "ratio")]
+
+
+def _timm_rows(results: dict, workload: str) -> list[Row]:
+    """timm's train.py on the same images, or one row saying why it was not measured."""
+    base = f"workloads.{workload}"
+    label = f"{workload}: comp train / timm train.py (later epochs)"
+    timm = lookup(results, f"{base}.timm_train")
+    if not isinstance(timm, dict) or "later_epochs" not in timm:
+        note = NOT_MEASURED if timm is None else f"failed: see {timm.get('log')}"
+        return [Row(label, f"{base}.ratios.train_vs_timm", "ratio", note=note)]
+    return [Row(f"{workload}: timm train.py epoch 1 img/s (decodes every epoch)", f"{base}.timm_train.first_epoch"),
+            Row(f"{workload}: timm train.py later epochs img/s", f"{base}.timm_train.later_epochs"),
+            Row(label, f"{base}.ratios.train_vs_timm", "ratio", Target(">=", 1.0))]
 
 
 def _memory_note(results: dict, base: str) -> str:
@@ -160,6 +186,9 @@ def render_table(results: dict, old: dict | None = None) -> str:
     header = ["figure", "median", "min-max", "target", "result"] + (["vs old"] if old is not None else [])
     lines = []
     for row in build_rows(results):
+        if row.note is not None:
+            lines.append([row.label, row.note, "", "", ""] + ([""] if old is not None else []))
+            continue
         value, spread = value_and_spread(results, row.key)
         cells = [row.label, _fmt(value, row.fmt),
                  f"{_fmt(spread[0], row.fmt)}-{_fmt(spread[1], row.fmt)}" if spread else "",

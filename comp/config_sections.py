@@ -128,6 +128,9 @@ class AugmentConfig(Section):
     # (RandomResizedCrop), centre (the validation view); None: rrc with the medium and fundus presets, else random
     crop: Literal["random", "rrc", "centre"] | None = None
     crop_scale: tuple[float, float] | None = None  # rrc's area range; None: the preset's (0.25-1, fundus 0.5-1)
+    # Flips, rotations and colour changes on the batch already on the device (comp.data.batch_augment), the
+    # loader only cropping: true, false, or auto (on when training on CUDA and every transform has a device version)
+    on_device: bool | Literal["auto"] = False
 
 
 class TrainConfig(Section):

@@ -213,12 +213,105 @@ def test_real_mode_sets_gpu_sizes_but_explicit_options_win():
 @pytest.mark.slow
 def test_real_mode_runs_on_the_cpu_with_tiny_settings(tmp_path, tiny_workloads, keep_threads):
     out = tmp_path / "real.json"
+    fake = tmp_path / "pytorch-image-models" / "train.py"
+    fake.parent.mkdir()
+    fake.write_text(FAKE_TIMM_TRAIN)
     args = bench.parse_args(["--real", "--quick", "--models", "resnet18", "--batch-size", "4", "--image-size", "32",
-                             "--compile", "off",
+                             "--compile", "off", "--augment", "cells", "--timm-train", str(fake),
                              "--threads", "2", "--device", "cpu", "--cache-dir", str(tmp_path / "cache"),
                              "--out", str(out)])
-    bench.run(args, log=lambda line: None)
+    lines: list[str] = []
+    bench.run(args, log=lines.append)
     saved = json.loads(out.read_text())
     assert list(saved["model_step"]) == ["resnet18"] and list(saved["workloads"]) == ["fundus"]  # explicit wins
     assert saved["meta"]["real"] and saved["workloads"]["fundus"]["image_size"] == 32
-    assert saved["workloads"]["fundus"]["train"]["later_epochs"]["median"] > 0
+    fundus = saved["workloads"]["fundus"]
+    assert fundus["train"]["later_epochs"]["median"] > 0
+    assert fundus["train_on_device"]["later_epochs"]["median"] > 0 and fundus["ratios"]["on_device_vs_step"] > 0
+    timm = fundus["timm_train"]
+    assert timm["images"] == {"train": 20, "validation": 5} and len(timm["epochs"]) == 2
+    assert timm["epochs"][1] == pytest.approx(2 * timm["epochs"][0])  # the fake's later epochs log twice the rate
+    assert fundus["ratios"]["train_vs_timm"] == pytest.approx(fundus["train"]["later_epochs"]["median"] / 400.0)
+    table = "\n".join(lines)
+    assert "fundus: comp train later epochs img/s, augment.on_device" in table
+    assert "fundus: comp train / timm train.py (later epochs)" in table and "not measured" not in table
+    assert any(t["key"] == "workloads.fundus.ratios.train_vs_timm" for t in saved["targets"])
+
+
+# A stand-in for pytorch-image-models' train.py (the pip package does not ship it): the same argument
+# names as the real one, an ImageFolder check, and its log lines and summary.csv.
+FAKE_TIMM_TRAIN = '''
+import argparse, csv, logging, os, time
+parser = argparse.ArgumentParser()
+for name in ("--data-dir", "--train-split", "--val-split", "--model", "--img-size", "--epochs", "--opt", "--lr",
+             "--weight-decay", "--sched", "--warmup-epochs", "--smoothing", "--hflip", "--color-jitter", "--workers",
+             "--seed", "--device", "--output", "--experiment", "--checkpoint-hist", "--amp-dtype", "--num-classes"):
+    parser.add_argument(name)
+parser.add_argument("-b", "--batch-size", type=int)
+for flag in ("--channels-last", "--amp", "--pin-mem"):
+    parser.add_argument(flag, action="store_true")
+args = parser.parse_args()
+logging.basicConfig(level=logging.INFO, format="%(message)s")
+classes = sorted(os.listdir(os.path.join(args.data_dir, args.train_split)))
+images = sum(len(os.listdir(os.path.join(args.data_dir, args.train_split, c))) for c in classes)
+assert len(classes) == int(args.num_classes) and images and os.path.isdir(os.path.join(args.data_dir, args.val_split))
+updates = images // args.batch_size
+out = os.path.join(args.output, args.experiment)
+os.makedirs(out, exist_ok=True)
+for epoch in range(int(args.epochs)):
+    for i in range(updates):
+        time.sleep(0.01)
+        rate = args.batch_size / (0.02 if epoch == 0 else 0.01)
+        logging.info(f"Train: {epoch} [{i:>4d}/{updates} ({100. * (i + 1) / updates:>3.0f}%)]  Loss: 1.61 (1.61)  "
+                     f"Time: 0.010s, {rate:>7.2f}/s  (0.010s, {rate:>7.2f}/s)  LR: 1.000e-03  Data: 0.001 (0.001)")
+    with open(os.path.join(out, "summary.csv"), "a") as fh:
+        csv.writer(fh).writerow([epoch, 1.61, 1.6, 20.0, 100.0, 1e-3])
+'''
+
+
+def test_timm_train_log_gives_each_complete_epochs_rate():
+    from benchmarks.timm_train import parse_epoch_rates
+
+    line = ("Train: {e} [{i:>4d}/3 ({p:>3.0f}%)]  Loss: 1.6 (1.6)  Time: 0.101s, 1267.33/s  (0.105s, {r:>7.2f}/s)  "
+            "LR: 1.000e-03  Data: 0.010 (0.012)")
+    log = "\n".join(["Model resnet50 created", line.format(e=0, i=0, p=33, r=900.0),
+                     line.format(e=0, i=2, p=100, r=1000.5), "Test: [   0/1]  Time: 0.5",
+                     line.format(e=1, i=0, p=33, r=1200.0),
+                     line.format(e=1, i=2, p=100, r=1250.25), line.format(e=2, i=1, p=67, r=1300.0)])
+    assert parse_epoch_rates(log) == [1000.5, 1250.25]  # epoch 2 never finished
+
+
+def test_timm_command_uses_comps_settings_and_timms_argument_names(tmp_path):
+    from benchmarks import pipelines
+    from benchmarks.timm_train import timm_command
+
+    cfg = pipelines.bench_config("fundus", tmp_path, tmp_path, "resnet50", 224, 128, 4, 16, "cuda")
+    cmd = timm_command(tmp_path / "train.py", tmp_path / "data", tmp_path / "out", cfg, torch.device("cuda"),
+                       torch.bfloat16, 5, 8)
+    pairs = dict(zip(cmd[2::2], cmd[3::2]))
+    assert cmd[:2] == [sys.executable, str(tmp_path / "train.py")]
+    assert {k: pairs[k] for k in ("--model", "--img-size", "-b", "--epochs", "--opt", "--lr", "--num-classes",
+                                  "--workers", "--warmup-epochs", "--smoothing")} == {
+        "--model": "resnet50", "--img-size": "224", "-b": "128", "--epochs": "4", "--opt": "adamw", "--lr": "0.001",
+        "--num-classes": "5", "--workers": "8", "--warmup-epochs": "0", "--smoothing": "0"}
+    assert cmd[-5:] == ["--channels-last", "--amp", "--amp-dtype", "bfloat16", "--pin-mem"]
+    on_cpu = timm_command(tmp_path / "train.py", tmp_path, tmp_path, cfg, torch.device("cpu"), None, 5, 0)
+    assert "--amp" not in on_cpu and "--pin-mem" not in on_cpu and "--pretrained" not in on_cpu
+
+
+def test_timm_train_path_must_exist(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("COMP_TIMM_TRAIN", str(tmp_path / "missing.py"))
+    with pytest.raises(SystemExit):
+        bench.parse_args([])
+    err = capsys.readouterr().err
+    assert "--timm-train" in err and "missing.py: no such file" in err and len(err.strip().splitlines()) == 1
+    monkeypatch.delenv("COMP_TIMM_TRAIN")
+    assert bench.parse_args([]).timm_train is None
+
+
+def test_table_says_timm_train_was_not_measured():
+    results = _fake_results()
+    row = next(line for line in report.render_table(results).splitlines() if "timm train.py" in line)
+    assert row.startswith("large: comp train / timm train.py (later epochs)") and row.endswith(
+        "not measured (pass --timm-train)")
+    assert all("timm" not in t["key"] for t in report.evaluate_targets(results))

@@ -86,7 +86,19 @@ PRESETS: dict[str, Callable[[], list[A.BasicTransform]]] = {
 }
 
 
-def build_transforms(aug: AugmentConfig, train: bool, size: int | None = None) -> A.Compose | None:
+def augment_transforms(aug: AugmentConfig) -> list[tuple[str, A.BasicTransform | A.BaseCompose]]:
+    """The transforms after the crop, each with where it comes from: the preset's, then ``aug.transforms``.
+
+    Raises:
+        ConfigError: An unknown transform name or invalid arguments, naming the list item.
+    """
+    preset = [(f"augment.preset={aug.preset}", t) for t in PRESETS[aug.preset]()]
+    custom = _parse_list(aug.transforms, "augment.transforms")
+    return preset + [(f"augment.transforms[{i}]", t) for i, t in enumerate(custom)]
+
+
+def build_transforms(aug: AugmentConfig, train: bool, size: int | None = None,
+                     crop_only: bool = False) -> A.Compose | None:
     """The albumentations pipeline for cached ``(side, side, C)`` uint8 images.
 
     The training view at ``size`` (:func:`crop_transform`) comes first, then the preset, then
@@ -99,6 +111,8 @@ def build_transforms(aug: AugmentConfig, train: bool, size: int | None = None) -
         train: False for evaluation, which has no transforms (its view is cut on the device,
             :func:`comp.data.views.centre_view`).
         size: The model's side (``data.image_size``); None: no crop (the cache is at that side already).
+        crop_only: Only the training view: the rest runs on the device
+            (:func:`comp.data.batch_augment.create_batch_augment`, ``augment.on_device``).
 
     Returns:
         A Compose, or None when there is nothing to apply. Its random state is set per sample by
@@ -110,8 +124,8 @@ def build_transforms(aug: AugmentConfig, train: bool, size: int | None = None) -
     if not train:
         return None
     transforms = [] if size is None else [crop_transform(aug, size)]
-    transforms += PRESETS[aug.preset]()
-    transforms += _parse_list(aug.transforms, "augment.transforms")
+    if not crop_only:
+        transforms += [t for _, t in augment_transforms(aug)]
     if not transforms:
         return None
     return A.Compose(transforms)

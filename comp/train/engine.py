@@ -37,6 +37,7 @@ class StepContext:
     image_size: int | None = None  # validation batches arrive at the cached side: their centre view is taken
     mixer: object | None = None  # comp.train.mixing.BatchMixer: mixup/cutmix with soft targets
     soft_criterion: nn.Module | None = None  # the loss of mixed (soft) targets
+    batch_augment: object | None = None  # comp.data.batch_augment.BatchAugment: augment.on_device
 
 
 def _check_finite(losses: list[torch.Tensor], first_step: int, epoch: int, ctx: StepContext) -> None:
@@ -87,6 +88,8 @@ def train_one_epoch(model: nn.Module, loader, epoch: int, ctx: StepContext, batc
                unit="batch")
     for step, batch in enumerate(bar):
         images, labels = to_device(batch, device, ctx.channels_last)
+        if ctx.batch_augment is not None:
+            images = ctx.batch_augment(images, epoch, step)  # (B, C, H, W) uint8, flipped, turned, recoloured
         images = normalize_batch(images, ctx.mean, ctx.std)  # (B, C, H, W) float
         targets, criterion = labels, ctx.criterion
         if ctx.mixer is not None and ctx.mixer.active(epoch):

@@ -117,7 +117,7 @@ class FoldTrainer:
             grad_clip=cfg.train.grad_clip, ema=ModelEma(self.model, cfg.train.ema) if cfg.train.ema else None,
             label=f"fold {spec.fold}", image_size=cfg.data.image_size,
             mixer=create_mixer(cfg.train, comp.num_classes, derive_seed(*key, "mix")),
-            soft_criterion=self._criterion(soft=True),
+            soft_criterion=self._criterion(soft=True), batch_augment=self.loaders.batch_augment,
         )
         self.history: list[dict] = []
         self.best_score: float | None = None

@@ -18,9 +18,11 @@ from comp.data import (
     class_weights,
     create_cache,
     create_loader,
+    derive_seed,
     make_sampler,
     resolve_num_workers,
 )
+from comp.data.batch_augment import BatchAugment, create_batch_augment
 from comp.data.prebuild import CacheBuild, Progress, build_cache, usable_cores
 from comp.device import Runtime, barrier
 
@@ -31,6 +33,7 @@ class FoldLoaders:
     valid: DataLoader | None
     valid_index: np.ndarray | None  # rows of the validation loader, in its order, on this rank
     loss_weights: torch.Tensor | None
+    batch_augment: BatchAugment | None = None  # augment.on_device: the preset on the device batch, not in train
 
 
 class ShardedSampler(Sampler):
@@ -99,7 +102,8 @@ def build_fold_loaders(cfg: Config, comp: Competition, train_idx: np.ndarray, va
     paths = comp.train["path"].to_numpy()
     targets = comp.train["target"].to_numpy()
     workers = resolve_num_workers(cfg.data.num_workers)
-    transform = build_transforms(cfg.augment, train=True, size=cfg.data.image_size)
+    on_device = create_batch_augment(cfg.augment, runtime.device, derive_seed(seed, "device-augment"), runtime.rank)
+    transform = build_transforms(cfg.augment, train=True, size=cfg.data.image_size, crop_only=on_device is not None)
     train_ds = ImageDataset(paths[train_idx], targets[train_idx], cache, transform)
     sampler, shuffle = _train_sampler(targets[train_idx], cfg, runtime)
     per_rank_batch = max(1, cfg.train.batch_size // runtime.world_size)
@@ -108,7 +112,7 @@ def build_fold_loaders(cfg: Config, comp: Competition, train_idx: np.ndarray, va
                           device=runtime.device, seed=seed)
     weights = class_weights(targets[train_idx], comp.num_classes, cfg.train.class_weights)
     if valid_idx is None:
-        return FoldLoaders(train, None, None, weights)
+        return FoldLoaders(train, None, None, weights, on_device)
     valid_ds = ImageDataset(paths[valid_idx], targets[valid_idx], cache, None)
     index = np.arange(len(valid_idx))
     valid_sampler = None
@@ -117,4 +121,4 @@ def build_fold_loaders(cfg: Config, comp: Competition, train_idx: np.ndarray, va
         index = np.array(list(valid_sampler))
     valid = create_loader(valid_ds, cfg.submit.batch_size, sampler=valid_sampler, num_workers=workers,
                           device=runtime.device, seed=seed)
-    return FoldLoaders(train, valid, index, weights)
+    return FoldLoaders(train, valid, index, weights, on_device)
