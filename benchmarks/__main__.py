@@ -45,6 +45,7 @@ class Plan:
 
     @classmethod
     def quick(cls) -> Plan:
+        """A plan small enough to finish in about a minute (``--quick``)."""
         return cls(step_reps=2, step_warmup=1, min_rep_s=0.05, peak_reps=3, peak_sizes=(512, 1024), epochs=2,
                    plain_epochs=1,
                    infer_reps=1)
@@ -54,10 +55,12 @@ class OneLineParser(argparse.ArgumentParser):
     """Errors as one line naming the option and the fix (exit code 2), without the usage block."""
 
     def error(self, message: str):
+        """Exit with code 2 and one line naming the problem."""
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the command line (``argv``; None: ``sys.argv``) into the run's options."""
     parser = OneLineParser(prog="python -m benchmarks", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workloads", default="small,large,fundus",
@@ -115,6 +118,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def cpu_name() -> str:
+    """The CPU's model name from ``/proc/cpuinfo``, else what :mod:`platform` knows."""
     try:
         with open("/proc/cpuinfo") as fh:
             return next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
@@ -260,6 +264,7 @@ def run(args: argparse.Namespace, log=print) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the benchmarks; returns the exit code (2 with one line on stderr for a :class:`CompError`)."""
     from comp.errors import CompError
 
     try:

@@ -48,6 +48,7 @@ def measure_preset(preset: str, batch: torch.Tensor, cached: np.ndarray) -> tupl
 
 
 def main(argv: list[str]) -> None:
+    """Print the timings; ``argv``: ``[THREADS] [DEVICE]`` (default: torch's threads, the CPU)."""
     threads = int(argv[0]) if argv else torch.get_num_threads()
     device = torch.device(argv[1] if len(argv) > 1 else "cpu")
     torch.set_num_threads(threads)

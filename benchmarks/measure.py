@@ -129,9 +129,11 @@ def theoretical_peak(cores: int, cpuinfo: str | None = None, max_khz: int | None
 
 
 def train_step_gflop(name: str, image_size: int, num_classes: int) -> float:
-    """GFLOP per image of one training step as it computes: forward and backward counted by
-    ``torch.utils.flop_counter`` on the meta device, with no gradient for the input (the first
-    convolution computes only its weight gradient). Replaces the usual "3 x forward"."""
+    """GFLOP per image of one training step as it computes (forward and backward).
+
+    Counted by ``torch.utils.flop_counter`` on the meta device, with no gradient for the input (the first
+    convolution computes only its weight gradient). Replaces the usual "3 x forward".
+    """
     from torch.utils.flop_counter import FlopCounterMode
 
     with torch.device("meta"):
@@ -157,6 +159,7 @@ class TrainStep:
         self.images, self.labels, self.runtime = images, labels, runtime
 
     def __call__(self) -> None:
+        """Run one step: zero the gradients, forward, loss, backward, optimiser step."""
         self.optimizer.zero_grad(set_to_none=True)
         with self.runtime.autocast():
             loss = self.criterion(self.model(self.images), self.labels)
@@ -295,4 +298,5 @@ class PeakMemory:
         self.peak_mb = hwm / 1024 if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     def to_dict(self) -> dict:
+        """The peak, the baseline (MB) and how the peak was measured, for the results JSON."""
         return {"peak_mb": round(self.peak_mb, 1), "baseline_mb": round(self.baseline_mb, 1), "kind": self.kind}

@@ -53,8 +53,10 @@ def working_dir(path: Path) -> Iterator[None]:
 def bench_config(name: str, root: Path, work: Path, model: str, image_size: int, batch_size: int, epochs: int,
                  threads: int, device: str, compile: bool = False, preset: str = "light",
                  on_device: bool = False) -> Config:
-    """The experiment config of workload ``name``: ``preset`` augmentation (light: a flip; on the device with
-    ``on_device``), AdamW, cosine, fp32/bf16 auto."""
+    """The experiment config of workload ``name``.
+
+    ``preset`` augmentation (light: a flip; on the device with ``on_device``), AdamW, cosine, fp32/bf16 auto.
+    """
     return Config(
         name=f"bench-{name}",
         data=DataConfig(root=Path(root).resolve(), image_size=image_size, cache_dir=Path(work).resolve() / "cache"),

@@ -23,6 +23,7 @@ class Target:
     bound: float
 
     def met(self, value: float) -> bool:
+        """Whether ``value`` meets the goal (never for NaN or infinity)."""
         if not math.isfinite(value):
             return False
         return value >= self.bound if self.op == ">=" else value <= self.bound
@@ -133,7 +134,7 @@ def _on_device_rows(results: dict, workload: str) -> list[Row]:
 
 
 def _timm_rows(results: dict, workload: str) -> list[Row]:
-    """timm's train.py on the same images, or one row saying why it was not measured."""
+    """The rows of timm's train.py on the same images, or one row saying why it was not measured."""
     base = f"workloads.{workload}"
     label = f"{workload}: comp train / timm train.py (later epochs)"
     timm = lookup(results, f"{base}.timm_train")

@@ -44,6 +44,7 @@ class Competition:
 
     @property
     def num_classes(self) -> int:
+        """The number of classes."""
         return len(self.classes_)
 
     @property
@@ -65,6 +66,7 @@ class Competition:
             )
 
     def class_counts(self) -> dict[str, int]:
+        """Training rows per class name, in class order (zero for a class with none)."""
         counts = self.train["target"].value_counts().reindex(range(self.num_classes), fill_value=0)
         return {c: int(n) for c, n in zip(self.classes_, counts)}
 
@@ -111,6 +113,11 @@ def _line(index: int) -> int:
 
 
 def check_ids(frame: pd.DataFrame, column: str, path: Path) -> None:
+    """Refuse empty or duplicated ids in ``frame[column]``.
+
+    Raises:
+        DataError: An empty or repeated id, naming the line of ``path``.
+    """
     ids = frame[column]
     missing = ids.isna()
     if missing.any():

@@ -297,6 +297,7 @@ def write_resolved(cfg: Config, directory: Path) -> Path:
 
 
 def env_flag(name: str) -> bool:
+    """Whether environment variable ``name`` is set to something other than empty, 0, false or no."""
     return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
 
 

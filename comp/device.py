@@ -25,13 +25,16 @@ class Runtime:
 
     @property
     def is_main(self) -> bool:
+        """Whether this process is rank 0 (the one that writes files and logs)."""
         return self.rank == 0
 
     @property
     def distributed(self) -> bool:
+        """Whether more than one process trains (DDP)."""
         return self.world_size > 1
 
     def autocast(self):
+        """An autocast context for the run's mixed precision, or a null context without it."""
         if self.amp_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
@@ -111,8 +114,10 @@ def resolve_threads(setting: int | str | None, workers: int = 0) -> int | None:
 
 
 def setup_runtime(cfg: TrainConfig, workers: int = 0) -> Runtime:
-    """Pick the device, precision and intra-op threads (``workers``: the run's DataLoader processes); join
-    the process group when launched by torchrun."""
+    """Pick the device, precision and intra-op threads; join the process group under torchrun.
+
+    ``workers`` is the run's number of DataLoader processes; the threads leave them a core each.
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -133,6 +138,7 @@ def setup_runtime(cfg: TrainConfig, workers: int = 0) -> Runtime:
 
 
 def barrier(runtime: Runtime) -> None:
+    """Wait for every rank; nothing outside DDP."""
     if runtime.distributed:
         dist.barrier()
 
@@ -149,5 +155,6 @@ def broadcast_from_main(tensors, runtime: Runtime) -> None:
 
 
 def teardown(runtime: Runtime) -> None:
+    """Destroy the process group, if this run started one."""
     if runtime.distributed and dist.is_initialized():
         dist.destroy_process_group()

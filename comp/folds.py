@@ -33,12 +33,15 @@ class Folds:
 
     @property
     def k(self) -> int:
+        """The number of folds."""
         return int(self.meta["k"])
 
     def csv_text(self) -> str:
+        """The fold assignments as CSV text (Unix line ends, no index)."""
         return self.frame.to_csv(index=False, lineterminator="\n")
 
     def json_text(self) -> str:
+        """The metadata as indented JSON text."""
         return json.dumps(self.meta, indent=2) + "\n"
 
 
@@ -143,6 +146,7 @@ def fold_class_counts(frame: pd.DataFrame, classes: list) -> dict[str, dict[str,
 
 
 def folds_paths(name: str, folds_dir: Path = FOLDS_DIR) -> tuple[Path, Path]:
+    """The CSV and JSON paths of folds file ``name``."""
     return folds_dir / f"{name}.csv", folds_dir / f"{name}.json"
 
 

@@ -40,6 +40,7 @@ class Detected:
     declare_classes: bool = False  # write data.classes as a setting, not as a commented-out hint
 
     def set(self, key: str, value, note: str = "") -> None:
+        """Set config ``key`` (``section.name``) to ``value``, with an optional comment ``note``."""
         section, _, name = key.partition(".")
         self.values.setdefault(section, {})[name] = value
         if note:

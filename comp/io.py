@@ -48,12 +48,14 @@ def atomic_write_bytes(path: Path, data: bytes) -> Path:
 
 
 def current_umask() -> int:
+    """The process's umask (read by setting it and putting it back)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
 
 
 def atomic_write_text(path: Path, text: str) -> Path:
+    """Write ``text`` as UTF-8 atomically (see :func:`atomic_write_bytes`); returns ``path``."""
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 

@@ -27,8 +27,11 @@ def macro_auc(y_true: np.ndarray, probs: np.ndarray) -> float:
 
 
 def _f1(y_true: np.ndarray, pred: np.ndarray, num_classes: int) -> float:
-    """Binary: F1 of the positive (second) class, as Kaggle and scikit-learn's default score it.
-    More classes: macro F1 over every class, including one absent from ``y_true``."""
+    """F1 score of integer predictions.
+
+    Binary: F1 of the positive (second) class, as Kaggle and scikit-learn's default score it.
+    More classes: macro F1 over every class, including one absent from ``y_true``.
+    """
     if num_classes == 2:
         return float(f1_score(y_true, pred, average="binary", pos_label=1, zero_division=0))
     return float(f1_score(y_true, pred, average="macro", labels=np.arange(num_classes), zero_division=0))
@@ -68,6 +71,9 @@ def is_better(score: float, best: float | None, monitor: str, tie: float | None 
     """Whether ``score`` improves on ``best`` for the monitored metric.
 
     Args:
+        score: The new value of the monitored metric.
+        best: The best value so far (None or NaN: no best yet, so any non-NaN ``score`` is better).
+        monitor: The metric's name, which says whether higher is better.
         tie: A lower-is-better tie-breaker (the log loss): an equal ``score`` with a lower ``tie`` than
             ``best_tie`` is better, so an accuracy plateau keeps its most confident epoch, not its first.
         best_tie: The tie-breaker of ``best``.

@@ -1,5 +1,6 @@
-"""``comp export``: the choices ``comp submit`` makes on the OOF, frozen with the members' weights into a
-folder that predicts the test set offline (``comp predict``).
+"""``comp export``: the choices ``comp submit`` makes on the OOF, frozen with the members' weights.
+
+The result is a folder that predicts the test set offline (``comp predict``).
 
 Layout of ``DIR``::
 

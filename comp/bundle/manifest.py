@@ -23,6 +23,7 @@ PACKAGES = ("torch", "torchvision", "timm", "albumentations", "opencv-python-hea
 
 
 def sha256_file(path: Path) -> str:
+    """The hex SHA-256 of the file at ``path``, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

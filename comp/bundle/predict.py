@@ -34,6 +34,7 @@ class BundleExperiment:
 
     @property
     def image_size(self) -> int:
+        """The input size the members were trained at (``data.image_size``)."""
         return self.config.data.image_size
 
 

@@ -30,6 +30,7 @@ class CompGroup(click.Group):
     """
 
     def invoke(self, ctx: click.Context):
+        """Invoke the command, turning a :class:`CompError` into one line on stderr and exit code 2."""
         try:
             return super().invoke(ctx)
         except CompError as exc:
@@ -124,8 +125,11 @@ def _numeric(text: str) -> bool:
 
 
 def progress_bar(label: str, stream=None, min_interval: float = 0.1):
-    """A ``(done, total)`` callback drawing one self-updating line with rate and ETA, when ``stream`` (stderr)
-    is a terminal; None otherwise, where logs get the one summary line instead."""
+    """A ``(done, total)`` callback drawing one self-updating line with rate and ETA.
+
+    Returned when ``stream`` (stderr) is a terminal; None otherwise, where logs get the one summary line
+    instead.
+    """
     stream = stream if stream is not None else sys.stderr
     if not stream.isatty():
         return None

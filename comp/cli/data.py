@@ -51,7 +51,8 @@ def cache(cfg, threads) -> None:
     """Decode every train and test image into the image cache (data.cache_dir) ahead of training.
 
     Uses every core (OpenCV decodes outside the GIL); an interrupted build keeps what it finished and
-    the next one goes on from there. comp train and comp submit do the same for what is missing."""
+    the next one goes on from there. comp train and comp submit do the same for what is missing.
+    """
     from comp.competition import load_competition
     from comp.data.prebuild import build_cache
     from comp.train.loaders import train_cache

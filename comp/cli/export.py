@@ -17,8 +17,10 @@ from comp.cli.submit import choice_options, submit_request
               help="Folder to write the bundle to (new, empty, or an earlier bundle, which is replaced).")
 @config_options
 def export(cfg, out, **choices) -> None:
-    """Freeze what `comp submit` would choose (TTA, merge, weights, cut-points) with every member's
-    weights and a wheel of comp into OUT, for `comp predict` in an offline notebook.
+    """Freeze what `comp submit` would choose, with the weights, into OUT for `comp predict`.
+
+    The choices (TTA, merge, weights, cut-points), every member's weights and a wheel of comp, for
+    `comp predict` in an offline notebook.
     """
     from comp.bundle import export_bundle
 
@@ -57,8 +59,9 @@ def _workers(value: str) -> int | str:
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Keep decoded test images here (default: a temp folder, removed afterwards).")
 def predict(bundle, test_dir, sample, out, device, amp, batch_size, num_workers, cache_dir) -> None:
-    """Write the submission for SAMPLE's test images with the exported BUNDLE: no training data,
-    no runs/ folder, no network.
+    """Write the submission for SAMPLE's test images with the exported BUNDLE.
+
+    No training data, no runs/ folder, no network.
     """
     from comp.bundle import predict_bundle
 

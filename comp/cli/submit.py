@@ -107,8 +107,10 @@ def choice_options(func):
 
 
 def submit_request(cfg, experiments, tta, merge, weights, use_full, ordinal, batch_size):
-    """The config with ``--batch-size`` set, and the :class:`comp.submit.make.SubmitRequest` of the choice
-    options over the ``submit:`` config."""
+    """The config with ``--batch-size`` set, and the request the choice options make.
+
+    The request is a :class:`comp.submit.make.SubmitRequest`: the choice options over the ``submit:`` config.
+    """
     import torch
 
     from comp.config import with_values
@@ -139,8 +141,9 @@ def submit_request(cfg, experiments, tta, merge, weights, use_full, ordinal, bat
               help="Only check FILE against sample_submission.csv (exit 0 ok, 2 with the first problem).")
 @config_options
 def submit(cfg, check_path, **choices) -> None:
-    """Predict the test set with every fold model of EXPERIMENTS (default: the config's name) and
-    write submissions/<exp>[-tta].csv in the shape of sample_submission.csv.
+    """Predict the test set with every fold model of EXPERIMENTS and write submissions/<exp>[-tta].csv.
+
+    EXPERIMENTS defaults to the config's name; the file has the shape of sample_submission.csv.
     """
     if check_path is not None:
         from comp.submit import check_file

@@ -63,6 +63,7 @@ class Flip:
     p: float
 
     def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """Flip the chosen samples of ``x`` (B, C, H, W) along ``dim``."""
         chosen = _chosen(gen, len(x), self.p)
         return torch.where(_per_sample(chosen, x), x.flip(self.dim), x)
 
@@ -74,6 +75,11 @@ class Rot90:
     p: float
 
     def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """Turn each chosen sample of ``x`` (B, C, H, W) by its drawn number of quarter turns.
+
+        Raises:
+            ValueError: The images are not square.
+        """
         if x.shape[-1] != x.shape[-2]:
             raise ValueError(f"RandomRotate90 on the device needs square images, got {tuple(x.shape[-2:])}")
         turns = torch.randint(0, 4, (len(x),), generator=gen)
@@ -109,6 +115,7 @@ class Warp:
         return torch.cat([a, shift], -1)
 
     def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """Warp the chosen samples of ``x`` (B, C, H, W) by their drawn affine transforms."""
         chosen = _chosen(gen, len(x), self.p)
         theta = self.theta(gen, len(x), x.shape[-2], x.shape[-1]).to(x.device, non_blocking=True)
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
@@ -126,6 +133,7 @@ class BrightnessContrast:
     by_max: bool = True
 
     def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """Change brightness and contrast of the chosen samples of ``x`` (B, C, H, W), clamped to 0-255."""
         chosen = _chosen(gen, len(x), self.p)
         alpha = 1.0 + _uniform(gen, len(x), self.contrast)
         beta = _uniform(gen, len(x), self.brightness)

@@ -54,8 +54,11 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 def resolve_normalization(cfg_model: ModelConfig, mean, std) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """``augment.mean`` / ``std`` where set; else the pretrained weights' own (timm's ``pretrained_cfg`` of the
-    hub tag, or of a pretrained ``timm:`` model: 0.5 for a ViT, CLIP's for CLIP weights), else ImageNet's."""
+    """The normalization ``(mean, std)``: ``augment.mean`` / ``std`` where set, else the weights' own.
+
+    The pretrained weights' own is timm's ``pretrained_cfg`` of the hub tag, or of a pretrained ``timm:``
+    model (0.5 for a ViT, CLIP's for CLIP weights); else ImageNet's.
+    """
     default_mean, default_std = IMAGENET_MEAN, IMAGENET_STD
     pretrained = _pretrained_cfg(cfg_model)
     if pretrained is not None and pretrained.mean and pretrained.std:
@@ -64,7 +67,7 @@ def resolve_normalization(cfg_model: ModelConfig, mean, std) -> tuple[tuple[floa
 
 
 def _pretrained_cfg(cfg_model: ModelConfig):
-    """timm's pretrained config behind ``model.pretrained`` (``None`` for a local file on one of ours)."""
+    """The timm pretrained config behind ``model.pretrained`` (``None`` for a local file on one of ours)."""
     from comp.models.hub import is_hub_source
 
     source = cfg_model.pretrained

@@ -43,6 +43,7 @@ class GradeHead(nn.Module):
         self.num_classes = num_classes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The grade (B, 1) in training; in eval, log two-hot probabilities (B, K) around it."""
         grade = self.net(x)  # (B, 1)
         if self.training:
             return grade

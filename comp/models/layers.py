@@ -48,6 +48,7 @@ class DropPath(nn.Module):
         self.p = p
 
     def forward(self, x):
+        """Zero whole samples of ``x`` with probability ``p`` and rescale the rest (training only)."""
         if self.p == 0.0 or not self.training:
             return x
         keep = 1.0 - self.p
@@ -55,4 +56,5 @@ class DropPath(nn.Module):
         return x * mask.div_(keep)
 
     def extra_repr(self) -> str:
+        """The drop probability, for the module's repr."""
         return f"p={self.p}"

@@ -75,8 +75,10 @@ def load_pretrained(model: nn.Module, source: str, name: str) -> LoadedWeights:
 
 
 def locate_weights(source: str, name: str) -> Path:
-    """The weights file ``model.pretrained`` names: the hub cache (downloaded first when online), timm's
-    caches, or a local path (not read here; :func:`read_state_dict` checks it).
+    """The weights file ``model.pretrained`` names.
+
+    From the hub cache (downloaded first when online), timm's caches, or a local path (not read here;
+    :func:`read_state_dict` checks it).
 
     Raises:
         ModelError: Hub weights that are neither cached nor reachable, or no cached ``timm-cache`` weights.

@@ -55,6 +55,7 @@ class BasicBlock(nn.Module):
         nn.init.zeros_(self.bn2.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The block's output: two 3x3 convolutions plus the shortcut."""
         shortcut = x if self.downsample is None else self.downsample(x)  # (B, C', H/s, W/s)
         x = self.act1(self.bn1(self.conv1(x)))  # (B, C', H/s, W/s)
         x = self.bn2(self.conv2(x))
@@ -99,6 +100,7 @@ class Bottleneck(nn.Module):
         nn.init.zeros_(self.bn3.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The block's output: 1x1, 3x3 and 1x1 convolutions plus the shortcut."""
         shortcut = x if self.downsample is None else self.downsample(x)  # (B, 4P, H/s, W/s)
         x = self.act1(self.bn1(self.conv1(x)))  # (B, P, H, W)
         x = self.act2(self.bn2(self.conv2(x)))  # (B, P, H/s, W/s)
@@ -215,6 +217,7 @@ class ResNet(nn.Module):
         return x if pre_logits else self.fc(x)  # (B, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (B, num_classes) of a batch (B, C, H, W)."""
         return self.forward_head(self.forward_features(x))
 
 

@@ -80,7 +80,7 @@ class VGG(nn.Module):
         self.init_weights()
 
     def init_weights(self) -> None:
-        """torchvision's init: He-normal convs (fan-out), unit BNs, N(0, 0.01) linears, zero biases."""
+        """Initialize as torchvision does: He-normal convs (fan-out), unit BNs, N(0, 0.01) linears, zero biases."""
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -115,6 +115,7 @@ class VGG(nn.Module):
         return x  # (B, 4096)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (B, num_classes) of a batch (B, C, H, W)."""
         return self.forward_head(self.forward_features(x))
 
 

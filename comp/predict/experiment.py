@@ -61,8 +61,10 @@ def predict_test(exp: Experiment, test_paths: Sequence[Path], views: Sequence[Vi
 def predict_blend(experiments: Sequence[Experiment], test_paths: Sequence[Path], views: Sequence[View], mode: str,
                   weights: Sequence[float], settings: InferenceSettings, cache_dir: Path,
                   full_weight: float | None = None) -> np.ndarray:
-    """Test probabilities (N, K) of a blend: each experiment through :func:`predict_test`, then merged
-    across experiments with ``mode`` and ``weights`` (one experiment: its probabilities as they are).
+    """Test probabilities (N, K) of a blend of experiments.
+
+    Each experiment goes through :func:`predict_test`, then they are merged with ``mode`` and ``weights``
+    (one experiment: its probabilities as they are).
 
     ``comp submit`` and ``comp predict`` (an exported bundle) both call this, so both write the same numbers.
     """

@@ -39,6 +39,7 @@ class InferenceSettings:
     amp_dtype: torch.dtype | None = None
 
     def autocast(self):
+        """An autocast context for CUDA with an AMP dtype, else a null context."""
         if self.device.type != "cuda" or self.amp_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type="cuda", dtype=self.amp_dtype)

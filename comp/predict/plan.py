@@ -186,8 +186,12 @@ def _oof_probs(plan: PredictionPlan, views: list, mode: str) -> np.ndarray:
 
 
 def _choose_policy(plan: PredictionPlan, request: PredictRequest, y: np.ndarray) -> tuple:
-    """(policy, merge mode, ``--tta auto`` table or None, OOF probabilities of the choice or None, and the
-    OOF logits with the chosen views' columns, for ``--weights auto`` to reuse, or None)."""
+    """Choose the TTA policy and merge mode of the request.
+
+    Returns:
+        (policy, merge mode, ``--tta auto`` table or None, OOF probabilities of the choice or None, and the
+        OOF logits with the chosen views' columns, for ``--weights auto`` to reuse, or None).
+    """
     if request.tta != "auto":
         return request.tta, request.merge, None, None, None
     policies = auto_policies(plan.experiments)  # AUTO_POLICIES less resizing for fixed-size models
@@ -201,8 +205,11 @@ def _choose_policy(plan: PredictionPlan, request: PredictRequest, y: np.ndarray)
 
 
 def _member_oofs(plan: PredictionPlan, views: list, mode: str, chosen: tuple | None = None) -> np.ndarray:
-    """(M, N, C): each experiment's OOF probabilities under the chosen views: from the logits ``--tta auto``
-    already computed (``chosen``), else its oof.csv without TTA, else one OOF pass."""
+    """(M, N, C): each experiment's OOF probabilities under the chosen views.
+
+    From the logits ``--tta auto`` already computed (``chosen``), else its oof.csv without TTA, else one
+    OOF pass.
+    """
     from comp.predict.runs import read_oof_probs
 
     if chosen is None and views == [IDENTITY]:

@@ -1,5 +1,6 @@
-"""Loading a trained experiment: every fold's ``best.pt`` (and ``full/``), checked against each other
-and against the competition and its folds file.
+"""Loading a trained experiment: every fold's ``best.pt`` (and ``full/``).
+
+The checkpoints are checked against each other and against the competition and its folds file.
 """
 
 from __future__ import annotations
@@ -71,14 +72,17 @@ class Experiment:
 
     @property
     def fold_members(self) -> list[Member]:
+        """The fold members (not ``full``)."""
         return [m for m in self.members if m.fold is not None]
 
     @property
     def image_size(self) -> int:
+        """The input size the experiment was trained at (``data.image_size``)."""
         return self.config.data.image_size
 
     @property
     def channels(self) -> int:
+        """The input channels of the checkpoints (else the config's ``data.channels``)."""
         return int(self.members[0].state.get("in_chans", self.config.data.channels))
 
     @property
@@ -96,9 +100,11 @@ def _parse_config(state: dict[str, Any], path: Path) -> Config:
 
 
 def with_legacy_cache(raw: dict[str, Any]) -> dict[str, Any]:
-    """A stored config from before ``data.cache_size`` and ``data.crop_border`` existed: its models saw the
-    whole squashed image at ``image_size`` (no margin, no border trim), so they are predicted the same way,
-    not from a 1.15 margin's centre or a trimmed fundus."""
+    """A stored config from before ``data.cache_size`` and ``data.crop_border`` existed, made explicit.
+
+    Its models saw the whole squashed image at ``image_size`` (no margin, no border trim), so they are
+    predicted the same way, not from a 1.15 margin's centre or a trimmed fundus.
+    """
     data = raw.get("data") if isinstance(raw, dict) else None
     if isinstance(data, dict) and "cache_size" not in data:
         return {**raw, "data": {**data, "cache_size": data.get("image_size"), "crop_border": False}}
@@ -209,8 +215,11 @@ def _check_same_config(members: list[Member]) -> None:
 
 
 def read_oof_probs(exp: Experiment, comp: Competition) -> np.ndarray | None:
-    """The run's ``oof.csv`` probabilities (N, C) in train order, or None when absent, incomplete, or made
-    with another config than the experiment's checkpoints (then the OOF is predicted again)."""
+    """The run's ``oof.csv`` probabilities (N, C) in train order, or None.
+
+    None when the file is absent, incomplete, or made with another config than the experiment's
+    checkpoints (then the OOF is predicted again).
+    """
     path = exp.run.oof
     cv = CVSummary.read_if_present(exp.run.cv)
     if not path.is_file() or cv is None:

@@ -35,8 +35,11 @@ def monitored_metric(monitor: str) -> str:
 
 
 def auto_policies(experiments, policies: Sequence[str] = AUTO_POLICIES) -> tuple[str, ...]:
-    """The ``--tta auto`` candidates these experiments can run: no resizing views for a model with a fixed
-    input size (a timm ViT refuses any other size), so ``scale:`` policies are left out for them."""
+    """The ``--tta auto`` candidates these experiments can run.
+
+    No resizing views for a model with a fixed input size (a timm ViT refuses any other size), so
+    ``scale:`` policies are left out for them.
+    """
     fixed = any(getattr(module, "strict_img_size", False)
                 for exp in experiments for module in exp.members[0].build_model().modules())
     if not fixed:

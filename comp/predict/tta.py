@@ -53,6 +53,7 @@ class View:
 
     @property
     def name(self) -> str:
+        """The view's name: its dihedral name, with ``@scale`` when it is not 1."""
         base = _DIHEDRAL_NAMES[(self.rot, self.flip)]
         return base if self.scale == 1.0 else f"{base}@{self.scale:g}"
 
@@ -69,8 +70,11 @@ class View:
         return x
 
     def take(self, x: torch.Tensor, size: int) -> torch.Tensor:
-        """This view of a cached batch ``x`` (B, C, H, W), H and W >= ``size``: the centre square at the view's
-        scale (:func:`comp.data.views.scaled_view`, from the cache's margin), then the flip and turns."""
+        """This view of a cached batch ``x`` (B, C, H, W), H and W >= ``size``.
+
+        The centre square at the view's scale (:func:`comp.data.views.scaled_view`, from the cache's margin),
+        then the flip and turns.
+        """
         from comp.data.views import scaled_view
 
         x = scaled_view(x, size, self.scale)

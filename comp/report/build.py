@@ -139,8 +139,9 @@ def _per_class_section(run: RunData, out: Path) -> Section:
 
 
 def write_comparison_report(runs: list[RunData], runs_dir: Path) -> Path:
-    """Write ``runs/compare-<a>-<b>/``: overlaid curves and one table of scores, tuned parameters and
-    config differences; each experiment's own report is written too and linked.
+    """Write ``runs/compare-<a>-<b>/``, and each experiment's own report, linked from it.
+
+    The comparison has overlaid curves and one table of scores, tuned parameters and config differences.
 
     Returns:
         The path of the comparison's ``index.html``.

@@ -58,6 +58,7 @@ class Section:
         return self
 
     def render(self) -> str:
+        """The section as HTML: its title and parts."""
         return f"<section><h2>{html.escape(self.title)}</h2>\n" + "\n".join(self.parts) + "\n</section>"
 
 

@@ -122,8 +122,11 @@ def _cell(value: Any) -> Any:
 
 
 def comparison_table(runs: list[RunData]) -> pd.DataFrame:
-    """One row per experiment: finished folds, CV mean and std per metric, OOF score, tuned parameters
-    (``tuned <key>``) and the config keys that differ (``config <key>``)."""
+    """One row per experiment, comparing them.
+
+    Columns: finished folds, CV mean and std per metric, OOF score, tuned parameters (``tuned <key>``) and
+    the config keys that differ (``config <key>``).
+    """
     rows = {}
     for run in runs:
         summary, _ = cv_summary(run)
@@ -143,8 +146,11 @@ def comparison_table(runs: list[RunData]) -> pd.DataFrame:
 
 
 def comparison_display(table: pd.DataFrame) -> pd.DataFrame:
-    """:func:`comparison_table` made narrower for reading: each ``<m> mean``/``<m> std`` pair becomes one
-    ``mean ± std`` text column, with the monitored metric of the first experiment first."""
+    """:func:`comparison_table` made narrower for reading.
+
+    Each ``<m> mean``/``<m> std`` pair becomes one ``mean ± std`` text column, with the monitored metric of
+    the first experiment first.
+    """
     shown = table.copy()
     metrics = [c.removesuffix(" mean") for c in table.columns if c.endswith(" mean")]
     first = str(table["monitor"].iloc[0]) if "monitor" in table.columns and len(table) else None

@@ -51,8 +51,9 @@ def _from_dict(cls: type, data: dict[str, Any]) -> Any:
 
 @dataclass
 class FoldMetrics:
-    """``fold<k>/metrics.json`` (and ``full/``): how a member's training ended. Written last: its presence
-    means the member's other files are complete.
+    """``fold<k>/metrics.json`` (and ``full/``): how a member's training ended.
+
+    Written last: its presence means the member's other files are complete.
 
     Attributes:
         fold: The fold index, or ``"full"``.

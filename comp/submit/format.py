@@ -61,6 +61,7 @@ class SampleFormat:
 
     @property
     def target_cols(self) -> list[str]:
+        """The columns that carry the prediction: every class's for probabilities, else the one target column."""
         return self.class_cols if self.kind == "proba" else [self.label_col or self.proba_col]
 
 
@@ -217,4 +218,5 @@ def probs_frame(ids: Sequence[str], probs: np.ndarray, classes: Sequence) -> pd.
 
 
 def to_csv_text(frame: pd.DataFrame) -> str:
+    """The frame as CSV text, without the index, with Unix line ends and :data:`FLOAT_FORMAT`."""
     return frame.to_csv(index=False, lineterminator="\n", float_format=FLOAT_FORMAT)

@@ -122,8 +122,10 @@ def score_file(path: Path, solution: Path, fmt: SampleFormat, metrics: list[str]
 
 
 def recorded_target(submission: Path) -> tuple[str, str | None] | None:
-    """(``submit.target``, ``submit.positive``) that ``comp submit`` recorded in the submission's .json,
-    so the file is read as it was written whatever the config says now (None: no record)."""
+    """(``submit.target``, ``submit.positive``) that ``comp submit`` recorded in the submission's .json.
+
+    So the file is read as it was written whatever the config says now (None: no record).
+    """
     side = Path(submission).with_suffix(".json")
     try:
         target = json.loads(side.read_text()).get("target") if side.is_file() else None

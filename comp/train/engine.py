@@ -70,6 +70,10 @@ def train_one_epoch(model: nn.Module, loader, epoch: int, ctx: StepContext, batc
     """Train for one epoch; returns ``train_loss``, ``seconds`` and ``images_per_s``.
 
     Args:
+        model: The network, trained in place.
+        loader: The training DataLoader.
+        epoch: The 0-based epoch (it seeds the epoch's order and augmentation).
+        ctx: The optimizer, scaler, scheduler, EMA and runtime of the step.
         batches: This epoch's iterator if it was started ahead (:func:`comp.data.start_epoch`);
             None starts it here.
 

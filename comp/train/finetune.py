@@ -14,8 +14,11 @@ from comp.errors import ModelError
 
 
 def _network(model: nn.Module) -> nn.Module:
-    """The network whose layers and classifier the fine-tuning controls address: a regression head's inner one
-    (:class:`comp.models.grade.GradeHead` only turns its single output into a grade; it has no parameters)."""
+    """The network whose layers and classifier the fine-tuning controls address.
+
+    For a regression head, its inner one (:class:`comp.models.grade.GradeHead` only turns its single output
+    into a grade; it has no parameters).
+    """
     from comp.models.grade import GradeHead
 
     return model.net if isinstance(model, GradeHead) else model

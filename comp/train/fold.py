@@ -53,6 +53,7 @@ class FoldSpec:
 
 @dataclass
 class FoldResult:
+    """What training one member returned: its history, best epoch and score, and validation probabilities."""
     fold: int | str
     history: list[dict]
     best_epoch: int
@@ -62,12 +63,14 @@ class FoldResult:
 
 
 def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's random generators."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
 
 
 def prepare_model(cfg: Config, num_classes: int, runtime: Runtime) -> nn.Module:
+    """The configured model on the run's device (channels-last when ``train.channels_last``)."""
     model = create_model(cfg.model, num_classes, cfg.data.channels).to(runtime.device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -79,8 +82,10 @@ def _on(weights: torch.Tensor | None, runtime: Runtime) -> torch.Tensor | None:
 
 
 def _wrap(model: nn.Module, cfg: Config, runtime: Runtime) -> nn.Module:
-    """DDP (with SyncBatchNorm per ``train.sync_bn``) and torch.compile wrappers around the bare model (the
-    bare one owns the state dict)."""
+    """DDP (with SyncBatchNorm per ``train.sync_bn``) and torch.compile wrappers around the bare model.
+
+    The bare model owns the state dict.
+    """
     if runtime.distributed:
         if use_sync_bn(cfg.train.sync_bn, runtime):
             nn.SyncBatchNorm.convert_sync_batchnorm(model)  # in place below the root; names unchanged
@@ -139,6 +144,7 @@ class FoldTrainer:
 
     # -- checkpoints ---------------------------------------------------------------------------
     def eval_weights(self) -> dict[str, torch.Tensor]:
+        """The weights validated and saved: the EMA's when there is one, else the model's."""
         return self.ctx.ema.state_dict() if self.ctx.ema is not None else self.model.state_dict()
 
     def state(self, epoch: int, resumable: bool = True) -> dict:
@@ -194,6 +200,12 @@ class FoldTrainer:
 
     # -- the loop ------------------------------------------------------------------------------
     def run(self, callback: EpochCallback | None = None, log: Callable[[str], None] = print) -> FoldResult:
+        """Train the remaining epochs, validating and checkpointing each; returns the member's result.
+
+        Args:
+            callback: Called with ``(epoch, row)`` after each epoch.
+            log: Where the epoch lines and warnings go.
+        """
         out = MemberDir(self.spec.out_dir)
         monitor = self.cfg.train.monitor
         ahead = None  # the next epoch's batches, started before this epoch's validation
@@ -228,8 +240,10 @@ class FoldTrainer:
                           self.best_probs)
 
     def _start_ahead(self, epoch: int):
-        """Start loading epoch ``epoch`` now, so its workers work while this epoch validates (None: nothing to
-        gain without workers, or no such epoch)."""
+        """Start loading epoch ``epoch`` now, so its workers work while this epoch validates.
+
+        None: nothing to gain without workers, or no such epoch.
+        """
         loader = self.loaders.train
         if epoch >= self.spec.epochs or loader.num_workers == 0:
             return None
@@ -275,6 +289,7 @@ class FoldTrainer:
 
     @property
     def stopped_early(self) -> bool:
+        """Whether early stopping ended training before the planned epochs."""
         return self.finished and len(self.history) < self.spec.epochs
 
     # -- outputs -------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from comp.device import Runtime, barrier
 
 @dataclass
 class FoldLoaders:
+    """The loaders of one fold, the validation rows they cover, and the loss's class weights."""
     train: DataLoader
     valid: DataLoader | None
     valid_index: np.ndarray | None  # rows of the validation loader, in its order, on this rank
@@ -48,6 +49,7 @@ class ShardedSampler(Sampler):
 
     @property
     def generator(self):
+        """The inner sampler's generator."""
         return self.inner.generator
 
     @generator.setter

@@ -75,6 +75,7 @@ class SoftTargetCE(nn.Module):
         self.label_smoothing = label_smoothing
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The weighted, smoothed cross-entropy of ``logits`` (B, K) against soft ``target`` (B, K)."""
         log_probs = torch.log_softmax(logits.float(), dim=1)  # (B, K)
         eps = self.label_smoothing
         q = (1.0 - eps) * target + eps / target.shape[1]
@@ -97,6 +98,7 @@ class GradeLoss(nn.Module):
         self.register_buffer("grades", torch.arange(num_classes, dtype=torch.float32))
 
     def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The weighted smooth-L1 loss of the grade ``output`` against the expected grade of ``target``."""
         pred = output.float().reshape(-1)  # (B,)
         soft = target.float() if target.dim() == 2 else nn.functional.one_hot(target, len(self.grades)).float()
         per_sample = nn.functional.smooth_l1_loss(pred, soft @ self.grades, reduction="none")

@@ -74,6 +74,7 @@ class WarmupCosine:
         self.warmup, self.total = warmup, total
 
     def __call__(self, step: int) -> float:
+        """The learning-rate factor at ``step``."""
         if step < self.warmup:
             return (step + 1) / self.warmup
         progress = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
@@ -107,6 +108,7 @@ class SmoothedWeightedCE(nn.Module):
         self.label_smoothing = label_smoothing
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The weighted, smoothed cross-entropy of ``logits`` (B, C) against class indices ``target`` (B,)."""
         log_probs = torch.log_softmax(logits.float(), dim=1)  # (B, C)
         eps = self.label_smoothing
         nll = -log_probs.gather(1, target[:, None]).squeeze(1)  # (B,)
@@ -136,6 +138,7 @@ class ModelEma:
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
+        """Move the average towards ``model``'s weights (buffers that are not floats are copied)."""
         decay = self.current_decay()
         for key, value in _unwrap(model).state_dict().items():
             ema = self.state[key]
@@ -146,9 +149,11 @@ class ModelEma:
         self.updates += 1
 
     def state_dict(self) -> dict[str, torch.Tensor]:
+        """The averaged weights (the live tensors, not a copy)."""
         return self.state
 
     def load_state_dict(self, state: dict[str, torch.Tensor], updates: int = 0) -> None:
+        """Copy ``state`` into the averaged weights and set the update count."""
         for key, value in state.items():
             self.state[key].copy_(value)
         self.updates = updates

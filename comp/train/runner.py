@@ -45,6 +45,7 @@ def training_hash(cfg: Config) -> str:
 
 @dataclass
 class TrainSummary:
+    """What ``comp train`` did: the run folder, each member's result, the CV and the cache build."""
     run_dir: Path
     results: list[FoldResult]
     cv: CVSummary | None
@@ -248,8 +249,11 @@ def _finished_folds(run: RunFolder, k: int, fhash: str, chash: str, with_oof: bo
 
 def tuned_split(run: RunFolder, fhash: str, fold_of_row: np.ndarray, table: pd.DataFrame, comp: Competition,
                 probs: np.ndarray) -> dict:
-    """``tuned_folds`` (the folds ``comp tune`` scored its trials on, from ``tune/summary.json``) and
-    ``untuned`` (mean and pooled OOF metrics of the other folds: the CV no hyperparameter was chosen on)."""
+    """The ``tuned_folds`` and ``untuned`` entries of the CV summary.
+
+    ``tuned_folds``: the folds ``comp tune`` scored its trials on, from ``tune/summary.json``;
+    ``untuned``: mean and pooled OOF metrics of the other folds (the CV no hyperparameter was chosen on).
+    """
     path = run.tune_summary
     summary = json.loads(path.read_text()) if path.is_file() else {}
     if summary.get("folds_hash", fhash) != fhash:

@@ -73,6 +73,11 @@ class Objective:
         self.epochs = 0  # epochs trained in the current trial
 
     def __call__(self, trial: optuna.Trial) -> float:
+        """Train one trial on the tuned folds; returns its mean best monitored score.
+
+        Raises:
+            SurplusTrial: The study already has its budget of trials.
+        """
         s = self.setup
         if is_surplus(trial.study, trial.number, s.budget):
             trial.set_user_attr(SURPLUS_ATTR, True)

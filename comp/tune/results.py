@@ -81,6 +81,7 @@ def summarize(study: optuna.Study, spec: StudySpec, budget: int, epochs_per_tria
 
 
 def write_summary(summary: dict[str, Any], path: Path) -> Path:
+    """Write ``summary`` as indented JSON atomically; returns ``path``."""
     return atomic_write_text(path, json.dumps(summary, indent=2) + "\n")
 
 

@@ -175,8 +175,9 @@ class _AfterTrial:
 
 def _run_processes(cfg: Config, options: TuneOptions, spec: StudySpec, budget: int,
                    log: Callable[[str], None]) -> None:
-    """``n_workers`` processes on this machine, each with its share of the cores; their lines come back
-    through a queue to ``log``, and a worker's error is raised here.
+    """Run the study in ``n_workers`` processes on this machine, each with its share of the cores.
+
+    Their lines come back through a queue to ``log``, and a worker's error is raised here.
 
     Raises:
         TuneError: A worker failed (its message, or its exit code).

@@ -45,6 +45,7 @@ def default_storage(tune_dir: Path) -> str:
 
 
 def is_rdb_url(url: str) -> bool:
+    """Whether ``url`` is a database URL (it has a scheme) rather than a journal file path."""
     return "://" in url
 
 
@@ -102,6 +103,7 @@ class FlockLock:
         self._fd: int | None = None
 
     def acquire(self) -> bool:
+        """Take the lock, waiting for it; returns True."""
         fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
@@ -112,6 +114,7 @@ class FlockLock:
         return True
 
     def release(self) -> None:
+        """Release the lock, if held."""
         fd, self._fd = self._fd, None
         if fd is not None:
             fcntl.flock(fd, fcntl.LOCK_UN)
@@ -139,20 +142,25 @@ class TrialSeededSampler(BaseSampler):
         self._inner = TPESampler(seed=seed)
 
     def before_trial(self, study, trial) -> None:
+        """Reseed the TPE sampler from ``(seed, trial number)``, then start the trial."""
         digest = hashlib.blake2b(repr((self.seed, trial.number)).encode(), digest_size=4).digest()
         self._inner = TPESampler(seed=int.from_bytes(digest, "little"))
         self._inner.before_trial(study, trial)
 
     def infer_relative_search_space(self, study, trial):
+        """The inner TPE sampler's relative search space."""
         return self._inner.infer_relative_search_space(study, trial)
 
     def sample_relative(self, study, trial, search_space):
+        """Sample with the inner TPE sampler."""
         return self._inner.sample_relative(study, trial, search_space)
 
     def sample_independent(self, study, trial, param_name, param_distribution):
+        """Sample one parameter with the inner TPE sampler."""
         return self._inner.sample_independent(study, trial, param_name, param_distribution)
 
     def after_trial(self, study, trial, state, values) -> None:
+        """Let the inner TPE sampler finish the trial."""
         self._inner.after_trial(study, trial, state, values)
 
 
@@ -230,6 +238,7 @@ def open_study(spec: StudySpec) -> optuna.Study:
 
 # -- the trial budget -------------------------------------------------------------------------------
 def count_states(study: optuna.Study, states=FINISHED) -> int:
+    """The number of the study's trials in ``states``."""
     return len(study.get_trials(deepcopy=False, states=states))
 
 
