@@ -17,10 +17,17 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
 
 from comp.data.prebuild import usable_cores
+
+if TYPE_CHECKING:
+    import torch
+
+    from comp.device import Runtime
 
 DEFAULT_OUT = Path("bench-out/bench.json")
 # --real: the sizes people train at on a GPU (bf16 autocast and channels_last are the defaults there)
@@ -54,7 +61,7 @@ class Plan:
 class OneLineParser(argparse.ArgumentParser):
     """Errors as one line naming the option and the fix (exit code 2), without the usage block."""
 
-    def error(self, message: str):
+    def error(self, message: str) -> NoReturn:
         """Exit with code 2 and one line naming the problem."""
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
@@ -126,7 +133,7 @@ def cpu_name() -> str:
         return platform.processor() or platform.machine()
 
 
-def device_meta(device, threads: int) -> dict:
+def device_meta(device: torch.device, threads: int) -> dict:
     """What the figures were measured on."""
     import timm
     import torch
@@ -137,7 +144,7 @@ def device_meta(device, threads: int) -> dict:
             "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
 
 
-def workload_size(name: str, args) -> int:
+def workload_size(name: str, args: argparse.Namespace) -> int:
     """The side workload ``name`` trains at: its own (``fundus``: 224) unless ``--image-size`` was given."""
     from benchmarks import workloads
 
@@ -145,7 +152,8 @@ def workload_size(name: str, args) -> int:
     return spec.train_size if spec.train_size and not args.size_given else args.image_size
 
 
-def bench_workload(name: str, args, plan: Plan, runtime, step: dict, log) -> dict:
+def bench_workload(name: str, args: argparse.Namespace, plan: Plan, runtime: Runtime, step: dict,
+                   log: Callable[[str], None]) -> dict:
     """Every per-workload figure: comp train, the plain loop, inference, and the ratios between them."""
     from benchmarks import decode, pipelines, timm_train, workloads
     from comp.data import resolve_num_workers
@@ -204,7 +212,7 @@ def bench_workload(name: str, args, plan: Plan, runtime, step: dict, log) -> dic
     return out
 
 
-def run(args: argparse.Namespace, log=print) -> dict:
+def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict:
     """Measure everything ``args`` asks for; returns the results (also written to ``args.out``)."""
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     import torch

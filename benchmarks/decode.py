@@ -14,22 +14,23 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
+import numpy as np
 from PIL import Image
 
 from comp.data.cache import ImageCache
 from comp.data.prebuild import build_cache
 
 
-def _opencv(path: Path, size: int):
+def _opencv(path: Path, size: int) -> np.ndarray:
     return cv2.resize(cv2.imread(str(path), cv2.IMREAD_COLOR), (size, size), interpolation=cv2.INTER_AREA)
 
 
-def _pil(path: Path, size: int):
+def _pil(path: Path, size: int) -> Image.Image:
     with Image.open(path) as image:
         return image.convert("RGB").resize((size, size), Image.BILINEAR)
 
@@ -52,7 +53,7 @@ def measure_cache_build(paths: Sequence[Path], size: int, threads: int, scratch:
         shutil.rmtree(folder, ignore_errors=True)
         return built.decoded / built.seconds
 
-    def timed(fn) -> float:
+    def timed(fn: Callable[[], object]) -> float:
         start = time.perf_counter()
         fn()
         return len(paths) / (time.perf_counter() - start)

@@ -167,7 +167,8 @@ class TrainStep:
         self.optimizer.step()
 
 
-def random_batch(batch_size: int, image_size: int, num_classes: int, device: torch.device):
+def random_batch(batch_size: int, image_size: int, num_classes: int,
+                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """A seeded ``(B, 3, S, S)`` float batch (channels_last) and ``(B,)`` labels on ``device``."""
     gen = torch.Generator().manual_seed(0)
     images = torch.randn(batch_size, 3, image_size, image_size, generator=gen)
@@ -290,7 +291,7 @@ class PeakMemory:
         self.baseline_mb = (_status_kb("VmRSS") or 0) / 1024
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self.device.type == "cuda":
             self.peak_mb = torch.cuda.max_memory_allocated(self.device) / 2**20
             return

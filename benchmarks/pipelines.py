@@ -11,7 +11,7 @@ import multiprocessing
 import os
 import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -118,7 +118,7 @@ def run_comp_train_isolated(cfg: Config, work: Path) -> dict:
 class PlainDataset(Dataset):
     """The Dataset of course and blog code: PIL decodes the file on every access."""
 
-    def __init__(self, paths: Sequence[Path], labels: Sequence[int], transform):
+    def __init__(self, paths: Sequence[Path], labels: Sequence[int], transform: Callable[[Image.Image], torch.Tensor]):
         self.paths, self.labels, self.transform = list(paths), [int(v) for v in labels], transform
 
     def __len__(self) -> int:
@@ -129,7 +129,8 @@ class PlainDataset(Dataset):
         return self.transform(image), self.labels[index]
 
 
-def plain_transform(image_size: int, mean: Sequence[float], std: Sequence[float]):
+def plain_transform(image_size: int, mean: Sequence[float],
+                    std: Sequence[float]) -> Callable[[Image.Image], torch.Tensor]:
     """Resize (squashed to a square, as comp does, so batches stack), flip, ToTensor, Normalize."""
     from torchvision import transforms as T
 

@@ -10,6 +10,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 LOWER_IS_BETTER = ("tta_ratio", "peak_mb")  # every other figure (img/s, ratios, MFU): higher is better
 NOT_MEASURED = "not measured (pass --timm-train)"
@@ -48,7 +49,7 @@ class Row:
     note: str | None = None
 
 
-def lookup(results: dict, key: str):
+def lookup(results: dict, key: str) -> Any:
     """The value at a dotted key (None when absent)."""
     node = results
     for part in key.split("."):
@@ -252,7 +253,7 @@ def write_results(results: dict, path: Path) -> Path:
     return path
 
 
-def _nan_to_none(node):
+def _nan_to_none(node: Any) -> Any:
     if isinstance(node, dict):
         return {k: _nan_to_none(v) for k, v in node.items()}
     if isinstance(node, list):

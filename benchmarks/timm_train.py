@@ -24,11 +24,17 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from benchmarks.measure import summarize
 from comp.competition import load_competition
 from comp.config import Config
 from comp.folds import read_folds
+
+if TYPE_CHECKING:
+    import torch
+
+    from comp.device import Runtime
 
 ENV = "COMP_TIMM_TRAIN"
 # "Train: 3 [  12/13 (100%)]  Loss: ...  Time: 0.101s, 1267.33/s  (0.105s, 1219.05/s)  LR: ..."
@@ -72,8 +78,8 @@ def write_image_folder(cfg: Config, work: Path, fold: int, out: Path) -> dict[st
     return counts
 
 
-def timm_command(script: Path, data_dir: Path, out_dir: Path, cfg: Config, device, amp_dtype, num_classes: int,
-                 workers: int) -> list[str]:
+def timm_command(script: Path, data_dir: Path, out_dir: Path, cfg: Config, device: torch.device,
+                 amp_dtype: torch.dtype | None, num_classes: int, workers: int) -> list[str]:
     """The ``train.py`` command line that trains as ``cfg`` does (see the module docstring)."""
     model = cfg.model.name.removeprefix("timm:")
     cmd = [sys.executable, str(script), "--data-dir", str(data_dir), "--train-split", "train",
@@ -102,7 +108,8 @@ def parse_epoch_rates(log: str) -> list[float]:
     return [rate for epoch, (index, updates, rate) in sorted(last.items()) if index + 1 == updates]
 
 
-def run_timm_train(script: Path, cfg: Config, work: Path, fold: int, runtime, workers: int, threads: int) -> dict:
+def run_timm_train(script: Path, cfg: Config, work: Path, fold: int, runtime: Runtime, workers: int,
+                   threads: int) -> dict:
     """Run timm's ``train.py`` on the workload's fold ``fold``; its images/s per epoch.
 
     Returns:

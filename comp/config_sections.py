@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 CACHE_MARGIN = 1.15  # default data.cache_size / data.image_size
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "bmp", "tif", "tiff")
@@ -78,7 +78,7 @@ class DataConfig(Section):
 
     @field_validator("cache_size")
     @classmethod
-    def _cache_not_smaller(cls, v: int | None, info) -> int | None:
+    def _cache_not_smaller(cls, v: int | None, info: ValidationInfo) -> int | None:
         size = info.data.get("image_size")
         if v is not None and size is not None and v < size:
             raise ValueError(f"must be at least data.image_size ({size}): views are cropped from the cached image")
@@ -168,7 +168,7 @@ class TrainConfig(Section):
 
     @field_validator("warmup_epochs")
     @classmethod
-    def _warmup_has_a_schedule(cls, v: float, info) -> float:
+    def _warmup_has_a_schedule(cls, v: float, info: ValidationInfo) -> float:
         scheduler = info.data.get("scheduler")
         if v and scheduler in ("plateau", "none"):
             raise ValueError(f"train.scheduler={scheduler} has no warm-up and would ignore it; use cosine or "
@@ -201,7 +201,7 @@ class SubmitConfig(Section):
 
     @field_validator("positive", mode="before")
     @classmethod
-    def _positive_label(cls, v):
+    def _positive_label(cls, v: Any) -> Any:
         if isinstance(v, bool):
             raise ValueError("must be a class as train.csv spells it (quote it in YAML)")
         return v

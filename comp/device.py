@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -33,7 +34,7 @@ class Runtime:
         """Whether more than one process trains (DDP)."""
         return self.world_size > 1
 
-    def autocast(self):
+    def autocast(self) -> contextlib.AbstractContextManager:
         """An autocast context for the run's mixed precision, or a null context without it."""
         if self.amp_dtype is None:
             return contextlib.nullcontext()
@@ -143,7 +144,7 @@ def barrier(runtime: Runtime) -> None:
         dist.barrier()
 
 
-def broadcast_from_main(tensors, runtime: Runtime) -> None:
+def broadcast_from_main(tensors: Iterable[torch.Tensor], runtime: Runtime) -> None:
     """Overwrite ``tensors`` (in place) on every rank with rank 0's values; nothing outside DDP.
 
     Before validation: DDP keeps the weights equal, but each rank's BatchNorm statistics (and an EMA of

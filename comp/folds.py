@@ -11,6 +11,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -200,7 +201,7 @@ def read_folds(name: str, comp: Competition | None = None, k: int | None = None,
     return folds
 
 
-def _check_shape(frame: pd.DataFrame, meta, csv_path: Path, json_path: Path) -> None:
+def _check_shape(frame: pd.DataFrame, meta: Any, csv_path: Path, json_path: Path) -> None:
     """Refuse a hand-edited folds file before anything trains on it."""
     remake = "remake it with `comp folds make --force`"
     if not isinstance(meta, dict) or not isinstance(meta.get("k"), int) or meta["k"] < 2:

@@ -13,6 +13,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -39,7 +40,7 @@ class Detected:
     counts: dict[str, int] = field(default_factory=dict)
     declare_classes: bool = False  # write data.classes as a setting, not as a commented-out hint
 
-    def set(self, key: str, value, note: str = "") -> None:
+    def set(self, key: str, value: Any, note: str = "") -> None:
         """Set config ``key`` (``section.name``) to ``value``, with an optional comment ``note``."""
         section, _, name = key.partition(".")
         self.values.setdefault(section, {})[name] = value
@@ -241,7 +242,7 @@ def detect(root: Path, name: str) -> Detected:
     return found
 
 
-def _yaml_value(value) -> str:
+def _yaml_value(value: Any) -> str:
     import yaml
 
     return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("...").strip()

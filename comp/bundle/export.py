@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from comp import __version__
 from comp.bundle.manifest import FORMAT, MANIFEST, PLAN, manifest_text, package_versions
@@ -32,6 +33,10 @@ from comp.io import atomic_write_text, current_umask
 from comp.lock import experiment_lock
 from comp.runs.layout import RUNS_DIR
 from comp.submit.make import SubmitPlan, SubmitRequest, plan_submission
+
+if TYPE_CHECKING:
+    from comp.predict.inference import InferenceSettings
+    from comp.predict.runs import Experiment
 
 PREDICT_ARGS = ("--test-dir /kaggle/input/<competition>/test "
                 "--sample /kaggle/input/<competition>/sample_submission.csv --out submission.csv")
@@ -49,7 +54,7 @@ class ExportResult:
     seconds: float = 0.0
 
 
-def export_bundle(cfg: Config, request: SubmitRequest, out: Path, settings=None,
+def export_bundle(cfg: Config, request: SubmitRequest, out: Path, settings: InferenceSettings | None = None,
                   runs_dir: Path = RUNS_DIR) -> ExportResult:
     """Make every ``comp submit`` choice on the OOF and write the offline bundle to ``out``.
 
@@ -105,7 +110,7 @@ def _write_tree(tmp: Path, cfg: Config, plan: SubmitPlan) -> tuple[list[str], st
     return files, wheel
 
 
-def _frozen_config(exp) -> dict:
+def _frozen_config(exp: Experiment) -> dict:
     """The experiment's config with the normalisation it was trained with written out (not resolved again)."""
     from comp.models.factory import resolve_normalization
 

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -21,6 +22,9 @@ from comp.bundle.manifest import PLAN, read_manifest, verify_files
 from comp.config import Config
 from comp.errors import BundleError, CompError
 from comp.io import atomic_write_text
+
+if TYPE_CHECKING:
+    from comp.submit.format import SampleFormat
 
 
 @dataclass
@@ -77,7 +81,7 @@ def _experiments(root: Path, plan: dict) -> list[BundleExperiment]:
     return out
 
 
-def _sample(plan: dict, sample: Path):
+def _sample(plan: dict, sample: Path) -> SampleFormat:
     """The sample's format, refused unless its columns and target kind are those the bundle was made for."""
     from comp.submit.format import sample_format
 
@@ -93,7 +97,7 @@ def _sample(plan: dict, sample: Path):
     return fmt
 
 
-def _test_paths(fmt, test_dir: Path, ext: str | None, sample: Path) -> list[Path]:
+def _test_paths(fmt: SampleFormat, test_dir: Path, ext: str | None, sample: Path) -> list[Path]:
     from comp.competition import resolve_images
 
     try:

@@ -6,7 +6,9 @@ import errno
 import functools
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TextIO
 
 import click
 
@@ -29,7 +31,7 @@ class CompGroup(click.Group):
     ``COMP_DEBUG=1`` lets the traceback through instead.
     """
 
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx: click.Context) -> Any:
         """Invoke the command, turning a :class:`CompError` into one line on stderr and exit code 2."""
         try:
             return super().invoke(ctx)
@@ -57,7 +59,7 @@ def one_line(exc: Exception) -> str:
     return message if sep and name.rpartition(".")[2] == type(exc).__name__ else last
 
 
-def config_options(func):
+def config_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Add ``--config`` and ``--set`` to a command and pass it a loaded ``cfg``."""
 
     @click.option(
@@ -69,7 +71,7 @@ def config_options(func):
         help="Override a config key, e.g. --set train.lr=1e-3 (repeatable).",
     )
     @functools.wraps(func)
-    def wrapper(*args, config_path: Path | None, overrides: tuple[str, ...], **kwargs):
+    def wrapper(*args: Any, config_path: Path | None, overrides: tuple[str, ...], **kwargs: Any) -> Any:
         cfg: Config = load_config(config_path, overrides)
         return func(*args, cfg=cfg, **kwargs)
 
@@ -124,7 +126,8 @@ def _numeric(text: str) -> bool:
     return True
 
 
-def progress_bar(label: str, stream=None, min_interval: float = 0.1):
+def progress_bar(label: str, stream: TextIO | None = None,
+                 min_interval: float = 0.1) -> Callable[[int, int], None] | None:
     """A ``(done, total)`` callback drawing one self-updating line with rate and ETA.
 
     Returned when ``stream`` (stderr) is a terminal; None otherwise, where logs get the one summary line

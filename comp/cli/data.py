@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from comp.cli import main
 from comp.cli.common import config_options, echo_table, progress_bar
+
+if TYPE_CHECKING:
+    from comp.config import Config
 
 
 @main.group()
@@ -31,7 +35,7 @@ def demo(out: Path, size: int, force: bool) -> None:
 
 @data.command("check")
 @config_options
-def check(cfg) -> None:
+def check(cfg: Config) -> None:
     """Validate the competition folder named by data.root and print its class counts."""
     from comp.competition import load_competition
 
@@ -47,7 +51,7 @@ def check(cfg) -> None:
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="Decoding threads (default: every usable core).")
 @config_options
-def cache(cfg, threads) -> None:
+def cache(cfg: Config, threads: int | None) -> None:
     """Decode every train and test image into the image cache (data.cache_dir) ahead of training.
 
     Uses every core (OpenCV decodes outside the GIL); an interrupted build keeps what it finished and

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -10,13 +11,16 @@ from comp.cli import main
 from comp.cli.common import config_options
 from comp.cli.submit import choice_options, submit_request
 
+if TYPE_CHECKING:
+    from comp.config import Config
+
 
 @main.command()
 @choice_options
 @click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Folder to write the bundle to (new, empty, or an earlier bundle, which is replaced).")
 @config_options
-def export(cfg, out, **choices) -> None:
+def export(cfg: Config, out: Path, **choices: Any) -> None:
     """Freeze what `comp submit` would choose, with the weights, into OUT for `comp predict`.
 
     The choices (TTA, merge, weights, cut-points), every member's weights and a wheel of comp, for
@@ -58,7 +62,8 @@ def _workers(value: str) -> int | str:
               help="DataLoader workers (auto or a number).")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Keep decoded test images here (default: a temp folder, removed afterwards).")
-def predict(bundle, test_dir, sample, out, device, amp, batch_size, num_workers, cache_dir) -> None:
+def predict(bundle: Path, test_dir: Path, sample: Path, out: Path, device: str, amp: str, batch_size: int | None,
+            num_workers: int | str, cache_dir: Path | None) -> None:
     """Write the submission for SAMPLE's test images with the exported BUNDLE.
 
     No training data, no runs/ folder, no network.

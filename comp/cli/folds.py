@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import click
 
 from comp.cli import main
 from comp.cli.common import config_options, echo_table
+
+if TYPE_CHECKING:
+    from comp.config import Config
+    from comp.folds import Folds
 
 
 @main.group()
@@ -21,7 +28,8 @@ def folds() -> None:
               help="Keep byte-identical images in one fold (default: folds.group_duplicates).")
 @click.option("--force", is_flag=True, help="Overwrite a different existing folds file.")
 @config_options
-def make(cfg, k, seed, name, group_duplicates, force) -> None:
+def make(cfg: Config, k: int | None, seed: int | None, name: str | None, group_duplicates: bool | None,
+         force: bool) -> None:
     """Stratified (grouped when data.group_col is set) k-fold -> folds/<name>.csv and .json."""
     from comp.competition import load_competition
     from comp.folds import folds_paths, make_folds, write_folds
@@ -39,7 +47,7 @@ def make(cfg, k, seed, name, group_duplicates, force) -> None:
     click.echo(f"{csv_path} {status}: {result.meta['method']}, k={k}, seed={seed}{extra}")
 
 
-def _print_counts(result, classes) -> None:
+def _print_counts(result: Folds, classes: Sequence[str]) -> None:
     counts = result.meta["class_counts"]
     rows = [[f, *counts[f].values(), sum(counts[f].values())] for f in sorted(counts, key=int)]
     echo_table(rows, ["fold", *map(str, classes), "total"])

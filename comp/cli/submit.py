@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -10,11 +12,20 @@ from comp.cli import main
 from comp.cli.common import config_options, echo_table
 from comp.runs.layout import RUNS_DIR
 
+if TYPE_CHECKING:
+    from comp.config import Config
+    from comp.predict.blend import BlendFit
+    from comp.predict.select import PolicyScore
+    from comp.submit import SubmitRequest
+    from comp.submit.format import SampleFormat
+    from comp.submit.make import SubmitResult
+
 MERGES = ("mean", "geometric", "logits")
 METRICS = ("accuracy", "f1", "qwk", "auc", "logloss")
 
 
-def _sample_format(cfg, metrics=(), recorded=None):
+def _sample_format(cfg: Config, metrics: Sequence[str] = (),
+                   recorded: tuple[str, str | None] | None = None) -> SampleFormat:
     """The sample's format; ``recorded`` (the target a submission's .json records) overrides the config's."""
     from comp.competition import load_competition
     from comp.submit.format import sample_format
@@ -43,7 +54,7 @@ def _check_tta(tta: str) -> None:
         raise
 
 
-def _print_auto(table, monitor: str) -> None:
+def _print_auto(table: list[PolicyScore], monitor: str) -> None:
     from comp.predict.select import monitored_metric
 
     metric = monitored_metric(monitor)
@@ -56,7 +67,7 @@ def _print_auto(table, monitor: str) -> None:
     click.echo(f"--tta auto: {best.policy} with {best.merge} merge (best OOF {metric})")
 
 
-def _print_blend(blend) -> None:
+def _print_blend(blend: BlendFit) -> None:
     rows = [[name, w, blend.member_scores[name]] for name, w in zip(blend.names, blend.weights)]
     rows += [["blend, equal weights", "-", blend.equal_score], ["blend, fitted (cross-fitted)", "-", blend.blend_score]]
     echo_table(rows, ["experiment", "weight", f"OOF {blend.metric}"])
@@ -69,7 +80,7 @@ def _print_blend(blend) -> None:
                f"cross-fitted: each fold blended with weights fitted on the others)")
 
 
-def _print_result(result, monitor: str) -> None:
+def _print_result(result: SubmitResult, monitor: str) -> None:
     if result.auto_table:
         _print_auto(result.auto_table, monitor)
     cut = result.cutpoints
@@ -85,7 +96,7 @@ def _print_result(result, monitor: str) -> None:
                f"merge {result.merge}, {result.seconds:.1f}s; probabilities in {result.probs}")
 
 
-def choice_options(func):
+def choice_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """The options that say what to submit: shared by ``comp submit`` and ``comp export``."""
     options = [
         click.argument("experiments", nargs=-1),
@@ -106,7 +117,8 @@ def choice_options(func):
     return func
 
 
-def submit_request(cfg, experiments, tta, merge, weights, use_full, ordinal, batch_size):
+def submit_request(cfg: Config, experiments: Sequence[str], tta: str | None, merge: str | None, weights: str | None,
+                   use_full: bool | None, ordinal: bool | None, batch_size: int | None) -> tuple[Config, SubmitRequest]:
     """The config with ``--batch-size`` set, and the request the choice options make.
 
     The request is a :class:`comp.submit.make.SubmitRequest`: the choice options over the ``submit:`` config.
@@ -140,7 +152,7 @@ def submit_request(cfg, experiments, tta, merge, weights, use_full, ordinal, bat
 @click.option("--check", "check_path", type=click.Path(path_type=Path), default=None, metavar="FILE",
               help="Only check FILE against sample_submission.csv (exit 0 ok, 2 with the first problem).")
 @config_options
-def submit(cfg, check_path, **choices) -> None:
+def submit(cfg: Config, check_path: Path | None, **choices: Any) -> None:
     """Predict the test set with every fold model of EXPERIMENTS and write submissions/<exp>[-tta].csv.
 
     EXPERIMENTS defaults to the config's name; the file has the shape of sample_submission.csv.
@@ -166,7 +178,7 @@ def submit(cfg, check_path, **choices) -> None:
 @click.option("--ledger", type=click.Path(path_type=Path), default=Path("submissions/ledger.csv"),
               show_default=True, help="Ledger CSV the scores are appended to.")
 @config_options
-def score(cfg, file, solution, metrics, ledger) -> None:
+def score(cfg: Config, file: Path, solution: Path, metrics: tuple[str, ...], ledger: Path) -> None:
     """Score FILE against a solution and append the scores to the ledger (CV score vs test score)."""
     from comp.submit.score import append_ledger, ledger_rows, recorded_target, score_file
 

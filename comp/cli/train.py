@@ -12,6 +12,7 @@ from comp.cli import main
 from comp.cli.common import config_options, echo_table, parse_folds, progress_bar, with_shortcuts
 
 if TYPE_CHECKING:
+    from comp.config import Config
     from comp.runs.records import CVSummary
 
 
@@ -26,7 +27,8 @@ if TYPE_CHECKING:
               help="Tuned parameters (runs/<exp>/tune/best_params.yaml) applied over the config.")
 @click.option("--report/--no-report", default=True, show_default=True, help="Write runs/<exp>/report/ at the end.")
 @config_options
-def train(cfg, fold, full, full_epochs, resume, epochs, params, report) -> None:
+def train(cfg: Config, fold: str, full: bool, full_epochs: int | None, resume: bool, epochs: int | None,
+          params: Path | None, report: bool) -> None:
     """Train one model per fold -> runs/<exp>/fold<k>/, oof.csv and cv.json (and full/ with --full)."""
     from comp.train import run_training
 

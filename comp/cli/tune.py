@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import shlex
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from comp.cli import main
 from comp.cli.common import config_options, echo_table, parse_folds, with_shortcuts
+
+if TYPE_CHECKING:
+    from comp.config import Config
+    from comp.tune.run import TuneSummary
 
 
 @main.command()
@@ -30,8 +35,9 @@ from comp.cli.common import config_options, echo_table, parse_folds, with_shortc
 @click.option("--keep-checkpoints", is_flag=True, help="Keep each trial's best.pt/last.pt (deleted by default).")
 @click.option("--plots/--no-plots", default=True, show_default=True, help="Write the PNG figures.")
 @config_options
-def tune(cfg, trials, timeout, n_workers, storage, study_name, epochs, fold_arg, pruner, keep_checkpoints,
-         plots) -> None:
+def tune(cfg: Config, trials: int | None, timeout: float | None, n_workers: int, storage: str | None,
+         study_name: str | None, epochs: int | None, fold_arg: str | None, pruner: str | None,
+         keep_checkpoints: bool, plots: bool) -> None:
     """Tune learning rate, class weights, ... with Optuna -> runs/<exp>/tune/best_params.yaml.
 
     Rerunning continues the study; several processes or machines may share one --storage.
@@ -55,7 +61,7 @@ def tune(cfg, trials, timeout, n_workers, storage, study_name, epochs, fold_arg,
     _print_result(result, cfg.train.monitor)
 
 
-def _print_result(result, monitor: str) -> None:
+def _print_result(result: TuneSummary, monitor: str) -> None:
     from comp.tune.results import TABLE_HEADERS
     from comp.tune.study import redact_url
 

@@ -20,12 +20,16 @@ import threading
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from comp.data.images import read_image
 from comp.data.prepare import RESIZE_MODES, prepare_image
 from comp.errors import DataError
+
+if TYPE_CHECKING:
+    from comp.config import Config
 
 _NPY_MAGIC = b"\x93NUMPY"
 
@@ -198,7 +202,7 @@ class ImageCache:
                 pass  # another worker removed it first
 
 
-def create_cache(cfg, cache_dir: Path | None = None, memory: bool = False) -> ImageCache:
+def create_cache(cfg: Config, cache_dir: Path | None = None, memory: bool = False) -> ImageCache:
     """The image cache of a run's config (:class:`comp.config.Config`) at its cached size.
 
     Args:

@@ -13,6 +13,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -208,7 +209,8 @@ def _compare(ours: nn.Module, ref: nn.Module, x: torch.Tensor) -> tuple[bool, bo
         return keys_match, shapes_match, (ours.eval()(x) - ref.eval()(x)).abs().max().item()
 
 
-def check_models(names: list[str], progress: Callable[[str], None] | None = None, **kwargs) -> list[CheckResult]:
+def check_models(names: list[str], progress: Callable[[str], None] | None = None,
+                 **kwargs: Any) -> list[CheckResult]:
     """Run :func:`check_model` for each name, after validating them all.
 
     Args:

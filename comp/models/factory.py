@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from torch import nn
 
 from comp.config import ModelConfig
 from comp.errors import ModelError
 from comp.models import resnet, vgg
+
+if TYPE_CHECKING:
+    from timm.models import PretrainedCfg
 
 TIMM_PREFIX = "timm:"
 
@@ -53,7 +57,8 @@ def check_name(name: str) -> None:
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
-def resolve_normalization(cfg_model: ModelConfig, mean, std) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def resolve_normalization(cfg_model: ModelConfig, mean: Sequence[float] | None,
+                          std: Sequence[float] | None) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """The normalization ``(mean, std)``: ``augment.mean`` / ``std`` where set, else the weights' own.
 
     The pretrained weights' own is timm's ``pretrained_cfg`` of the hub tag, or of a pretrained ``timm:``
@@ -66,7 +71,7 @@ def resolve_normalization(cfg_model: ModelConfig, mean, std) -> tuple[tuple[floa
     return tuple(mean or default_mean), tuple(std or default_std)
 
 
-def _pretrained_cfg(cfg_model: ModelConfig):
+def _pretrained_cfg(cfg_model: ModelConfig) -> PretrainedCfg | None:
     """The timm pretrained config behind ``model.pretrained`` (``None`` for a local file on one of ours)."""
     from comp.models.hub import is_hub_source
 

@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from comp.errors import ModelError
+
+if TYPE_CHECKING:
+    from timm.models import PretrainedCfg
 
 IMAGENET = "imagenet"
 HUB_FILES = ("model.safetensors", "pytorch_model.bin")  # timm prefers the safetensors file
@@ -47,7 +51,7 @@ def hub_offline() -> bool:
     return env in TRUE or bool(constants.HF_HUB_OFFLINE)
 
 
-def resolve_tag(source: str, name: str):
+def resolve_tag(source: str, name: str) -> PretrainedCfg:
     """The timm pretrained config that ``model.pretrained=source`` means for ``model.name=name``.
 
     Args:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from torch import nn
 
 from comp.errors import ModelError
+
+if TYPE_CHECKING:
+    import torch
 
 ACTIVATIONS = ("relu", "leaky_relu", "silu", "gelu")
 
@@ -47,7 +52,7 @@ class DropPath(nn.Module):
         super().__init__()
         self.p = p
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Zero whole samples of ``x`` with probability ``p`` and rescale the rest (training only)."""
         if self.p == 0.0 or not self.training:
             return x

@@ -15,12 +15,16 @@ import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 import torch
 from torch import nn
 
 from comp.errors import ModelError
+
+if TYPE_CHECKING:
+    from timm.models import PretrainedCfg
 
 TIMM_CACHE = "timm-cache"
 SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
@@ -275,7 +279,7 @@ def find_cached_weights(name: str) -> Path:
     )
 
 
-def _hf_candidates(cfg) -> list[Path]:
+def _hf_candidates(cfg: PretrainedCfg) -> list[Path]:
     if not cfg.hf_hub_id:
         return []
     from huggingface_hub import constants, try_to_load_from_cache
@@ -291,7 +295,7 @@ def _hf_candidates(cfg) -> list[Path]:
     return found
 
 
-def _hub_candidates(cfg, torchvision_arch: str | None) -> list[Path]:
+def _hub_candidates(cfg: PretrainedCfg, torchvision_arch: str | None) -> list[Path]:
     urls = [cfg.url] if cfg.url else []
     if torchvision_arch:  # ours share torchvision's naming, so its download of the same net fits too
         import torchvision

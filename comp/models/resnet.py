@@ -7,6 +7,8 @@ The file reads top to bottom: blocks, the network, a builder, one short function
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -221,31 +223,31 @@ class ResNet(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def build_resnet(block: Block, layers: tuple[int, int, int, int], **kwargs) -> ResNet:
+def build_resnet(block: Block, layers: tuple[int, int, int, int], **kwargs: Any) -> ResNet:
     """Build a ResNet; ``kwargs``: ``num_classes, in_chans, act, drop_rate, zero_init_last, drop_path_rate``."""
     return ResNet(block, layers, **kwargs)
 
 
-def resnet18(**kwargs) -> ResNet:
+def resnet18(**kwargs: Any) -> ResNet:
     """ResNet-18: BasicBlock, (2, 2, 2, 2)."""
     return build_resnet(BasicBlock, (2, 2, 2, 2), **kwargs)
 
 
-def resnet34(**kwargs) -> ResNet:
+def resnet34(**kwargs: Any) -> ResNet:
     """ResNet-34: BasicBlock, (3, 4, 6, 3)."""
     return build_resnet(BasicBlock, (3, 4, 6, 3), **kwargs)
 
 
-def resnet50(**kwargs) -> ResNet:
+def resnet50(**kwargs: Any) -> ResNet:
     """ResNet-50: Bottleneck, (3, 4, 6, 3)."""
     return build_resnet(Bottleneck, (3, 4, 6, 3), **kwargs)
 
 
-def resnet101(**kwargs) -> ResNet:
+def resnet101(**kwargs: Any) -> ResNet:
     """ResNet-101: Bottleneck, (3, 4, 23, 3)."""
     return build_resnet(Bottleneck, (3, 4, 23, 3), **kwargs)
 
 
-def resnet152(**kwargs) -> ResNet:
+def resnet152(**kwargs: Any) -> ResNet:
     """ResNet-152: Bottleneck, (3, 8, 36, 3)."""
     return build_resnet(Bottleneck, (3, 8, 36, 3), **kwargs)

@@ -6,6 +6,8 @@ Parameter names follow torchvision (``features.N``, ``classifier.0/3/6``) so its
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -119,26 +121,26 @@ class VGG(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def build_vgg(variant: str, **kwargs) -> VGG:
+def build_vgg(variant: str, **kwargs: Any) -> VGG:
     """Build a :class:`VGG` from a :data:`STAGES` key; ``kwargs`` are its ``num_classes, in_chans, act, drop_rate``."""
     return VGG(STAGES[variant], **kwargs)
 
 
-def vgg11_bn(**kwargs) -> VGG:
+def vgg11_bn(**kwargs: Any) -> VGG:
     """VGG-11 with batch norm (8 convs)."""
     return build_vgg("vgg11", **kwargs)
 
 
-def vgg13_bn(**kwargs) -> VGG:
+def vgg13_bn(**kwargs: Any) -> VGG:
     """VGG-13 with batch norm (10 convs)."""
     return build_vgg("vgg13", **kwargs)
 
 
-def vgg16_bn(**kwargs) -> VGG:
+def vgg16_bn(**kwargs: Any) -> VGG:
     """VGG-16 with batch norm (13 convs)."""
     return build_vgg("vgg16", **kwargs)
 
 
-def vgg19_bn(**kwargs) -> VGG:
+def vgg19_bn(**kwargs: Any) -> VGG:
     """VGG-19 with batch norm (16 convs)."""
     return build_vgg("vgg19", **kwargs)

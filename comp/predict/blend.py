@@ -12,6 +12,7 @@ blend uses equal weights and says so.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -112,7 +113,7 @@ def fit_weights(member_probs: np.ndarray, y: np.ndarray, mode: str) -> list[floa
 
 
 def crossfit_blend(member_probs: np.ndarray, y: np.ndarray, folds: np.ndarray, mode: str, names: list[str],
-                   score) -> BlendFit:
+                   score: Callable[[np.ndarray], tuple[str, float]]) -> BlendFit:
     """Fit the weights on all OOF rows, and per fold on the other folds (the honest blend OOF).
 
     Args:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -15,8 +16,12 @@ from comp.predict.runs import Experiment
 from comp.predict.tta import View
 from comp.runs.layout import FULL
 
+if TYPE_CHECKING:
+    from torch.utils.data import DataLoader
 
-def _loader(exp: Experiment, paths: Sequence[Path], labels, settings: InferenceSettings, cache_dir: Path):
+
+def _loader(exp: Experiment, paths: Sequence[Path], labels: Sequence[int] | None, settings: InferenceSettings,
+            cache_dir: Path) -> DataLoader:
     from comp.data import ImageDataset, create_cache, create_loader
     from comp.data.prebuild import build_cache
 

@@ -9,8 +9,9 @@ native support is far slower).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -18,6 +19,9 @@ from torch import nn
 
 from comp.predict.ensemble import merge_logits
 from comp.predict.tta import View
+
+if TYPE_CHECKING:
+    from torch.utils.data import DataLoader
 
 
 @dataclass
@@ -38,7 +42,7 @@ class InferenceSettings:
     channels_last: bool = True
     amp_dtype: torch.dtype | None = None
 
-    def autocast(self):
+    def autocast(self) -> contextlib.AbstractContextManager:
         """An autocast context for CUDA with an AMP dtype, else a null context."""
         if self.device.type != "cuda" or self.amp_dtype is None:
             return contextlib.nullcontext()
@@ -92,7 +96,8 @@ def forward_views(models: Sequence[nn.Module], images: torch.Tensor, views: Sequ
     return torch.stack(per_view, dim=1)
 
 
-def _batches(loader, settings: InferenceSettings, mean, std):
+def _batches(loader: DataLoader, settings: InferenceSettings, mean: Sequence[float],
+             std: Sequence[float]) -> Iterator[torch.Tensor]:
     """Normalised image batches on the device, in loader order."""
     from comp.data import normalize_batch, set_epoch, to_device
 
@@ -103,9 +108,9 @@ def _batches(loader, settings: InferenceSettings, mean, std):
 
 
 @torch.inference_mode()
-def predict_merged(models: Sequence[nn.Module], loader, views: Sequence[View], mode: str,
-                   settings: InferenceSettings, mean, std, model_weights: Sequence[float] | None = None,
-                   size: int | None = None) -> np.ndarray:
+def predict_merged(models: Sequence[nn.Module], loader: DataLoader, views: Sequence[View], mode: str,
+                   settings: InferenceSettings, mean: Sequence[float], std: Sequence[float],
+                   model_weights: Sequence[float] | None = None, size: int | None = None) -> np.ndarray:
     """Class probabilities (N, K) of the ensemble of ``models`` x ``views``, merged with ``mode``.
 
     One pass through ``loader`` (a :func:`comp.data.create_loader` over the images, in order).
@@ -121,8 +126,8 @@ def predict_merged(models: Sequence[nn.Module], loader, views: Sequence[View], m
 
 
 @torch.inference_mode()
-def predict_view_logits(model: nn.Module, loader, views: Sequence[View], settings: InferenceSettings,
-                        mean, std, size: int | None = None) -> np.ndarray:
+def predict_view_logits(model: nn.Module, loader: DataLoader, views: Sequence[View], settings: InferenceSettings,
+                        mean: Sequence[float], std: Sequence[float], size: int | None = None) -> np.ndarray:
     """Logits (N, V, K) of one model on every view of the loader's images (for OOF scoring)."""
     (model,) = prepare_models([model], settings)
     out = [forward_views([model], images, views, settings, size)[0].transpose(0, 1)  # (B, V, K)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -16,6 +17,9 @@ import torch
 from comp.metrics import HIGHER_IS_BETTER, compute_metrics
 from comp.predict.ensemble import MERGE_MODES, merge_logits, merge_probs
 from comp.predict.tta import AUTO_POLICIES, View, parse_tta
+
+if TYPE_CHECKING:
+    from comp.predict.runs import Experiment
 
 
 @dataclass
@@ -34,7 +38,7 @@ def monitored_metric(monitor: str) -> str:
     return "logloss" if monitor == "loss" else monitor
 
 
-def auto_policies(experiments, policies: Sequence[str] = AUTO_POLICIES) -> tuple[str, ...]:
+def auto_policies(experiments: Sequence[Experiment], policies: Sequence[str] = AUTO_POLICIES) -> tuple[str, ...]:
     """The ``--tta auto`` candidates these experiments can run.
 
     No resizing views for a model with a fixed input size (a timm ViT refuses any other size), so

@@ -10,6 +10,7 @@ import contextlib
 import io
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 import matplotlib.ticker
@@ -21,6 +22,10 @@ import pandas as pd  # noqa: E402
 
 from comp.io import atomic_write_bytes  # noqa: E402
 from comp.report.runs import RunData  # noqa: E402
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 ANNOTATE_MAX_CLASSES = 20  # past this many classes per-cell numbers are unreadable
 LABEL_MAX_CHARS = 24
@@ -41,7 +46,7 @@ def styled() -> Iterator[None]:
         yield
 
 
-def save_figure(fig, path: Path) -> bytes:
+def save_figure(fig: Figure, path: Path) -> bytes:
     """Write ``fig`` as PNG to ``path`` (atomically), close it, and return the PNG bytes."""
     buffer = io.BytesIO()
     try:
@@ -59,7 +64,7 @@ def metric_column(monitor: str) -> str:
     return "accuracy" if monitor in ("loss", "valid_loss") else monitor
 
 
-def plot_learning_curves(run: RunData):
+def plot_learning_curves(run: RunData) -> Figure:
     """Per finished fold (one row each): train and validation loss, and the monitored metric per epoch.
 
     The best epoch from the fold's ``metrics.json`` is marked with a dotted line and named above the row.
@@ -110,7 +115,7 @@ def _short(name: str) -> str:
     return name if len(name) <= LABEL_MAX_CHARS else name[: LABEL_MAX_CHARS - 1] + "…"
 
 
-def plot_confusion(matrix: np.ndarray, classes: list[str], normalised: bool, title: str):
+def plot_confusion(matrix: np.ndarray, classes: list[str], normalised: bool, title: str) -> Figure:
     """An annotated heatmap of a confusion matrix (rows: true class, columns: predicted class).
 
     The figure grows with the number of classes; past :data:`ANNOTATE_MAX_CLASSES` the per-cell
@@ -146,7 +151,7 @@ def plot_confusion(matrix: np.ndarray, classes: list[str], normalised: bool, tit
     return fig
 
 
-def _annotate(ax, matrix: np.ndarray, normalised: bool) -> None:
+def _annotate(ax: Axes, matrix: np.ndarray, normalised: bool) -> None:
     threshold = (1.0 if normalised else matrix.max()) / 2
     size = 12 if len(matrix) <= 5 else 8 if len(matrix) <= 12 else 6
     for (i, j), value in np.ndenumerate(matrix):
@@ -155,7 +160,7 @@ def _annotate(ax, matrix: np.ndarray, normalised: bool) -> None:
                 color="white" if value > threshold else "0.15")
 
 
-def plot_per_class(scores: pd.DataFrame, title: str):
+def plot_per_class(scores: pd.DataFrame, title: str) -> Figure:
     """Per-class F1 as bars with precision and recall as markers, worst F1 at the top; labels show support."""
     n = len(scores)
     tick_size = 8 if n <= 30 else 6 if n <= 60 else 5
@@ -182,7 +187,7 @@ def _mean_curve(run: RunData, column: str) -> pd.Series:
     return pd.concat(frames, axis=1).mean(axis=1) if frames else pd.Series(dtype=np.float64)
 
 
-def plot_overlay(runs: list[RunData]):
+def plot_overlay(runs: list[RunData]) -> Figure:
     """Several experiments on shared axes: train loss, validation loss and the first one's metric.
 
     Thin lines are single folds; the thick line is the mean over folds.

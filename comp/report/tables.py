@@ -6,6 +6,7 @@ files, the HTML tables and the terminal.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -45,7 +46,7 @@ def per_class_scores(run: RunData) -> pd.DataFrame:
     return frame.sort_values(["f1", "support"], ascending=[True, False], kind="stable").reset_index(drop=True)
 
 
-def metric_columns(names) -> list[str]:
+def metric_columns(names: Iterable[str]) -> list[str]:
     """Metric names in the order of :data:`comp.metrics.METRICS`, unknown ones after, sorted."""
     names = set(names)
     return [m for m in METRICS if m in names] + sorted(names - set(METRICS))

@@ -93,7 +93,7 @@ def _match_class_columns(targets: list[str], classes: list, path: Path) -> list[
     )
 
 
-def _positive_index(classes: list[str], positive, path: Path) -> int:
+def _positive_index(classes: list[str], positive: str | int | None, path: Path) -> int:
     if positive is None:
         return 1
     name = str(positive)

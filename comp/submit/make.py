@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -37,6 +38,9 @@ from comp.runs.layout import RUNS_DIR
 from comp.submit.format import SampleFormat, build_submission, probs_frame, sample_format, to_csv_text
 from comp.submit.score import SCORE_METRICS, score_predictions
 from comp.submit.validate import validate_text
+
+if TYPE_CHECKING:
+    from comp.predict.inference import InferenceSettings
 
 SUBMISSIONS_DIR = Path("submissions")
 
@@ -77,7 +81,7 @@ class SubmitPlan:
     fmt: SampleFormat
 
 
-def _settings(cfg: Config, settings):
+def _settings(cfg: Config, settings: InferenceSettings | None) -> InferenceSettings:
     if settings is not None:
         return settings
     from comp.predict.inference import resolve_settings
@@ -86,7 +90,8 @@ def _settings(cfg: Config, settings):
                             cfg.train.channels_last)
 
 
-def plan_submission(cfg: Config, request: SubmitRequest, settings=None, runs_dir: Path = RUNS_DIR) -> SubmitPlan:
+def plan_submission(cfg: Config, request: SubmitRequest, settings: InferenceSettings | None = None,
+                    runs_dir: Path = RUNS_DIR) -> SubmitPlan:
     """Read the sample submission, load the experiments and make every choice on their OOF predictions.
 
     The caller holds the experiments' shared locks (:func:`comp.lock.experiment_lock`).
@@ -111,8 +116,8 @@ def plan_submission(cfg: Config, request: SubmitRequest, settings=None, runs_dir
     return SubmitPlan(plan, fmt)
 
 
-def make_submission(cfg: Config, request: SubmitRequest, settings=None, out_dir: Path = SUBMISSIONS_DIR,
-                    runs_dir: Path = RUNS_DIR) -> SubmitResult:
+def make_submission(cfg: Config, request: SubmitRequest, settings: InferenceSettings | None = None,
+                    out_dir: Path = SUBMISSIONS_DIR, runs_dir: Path = RUNS_DIR) -> SubmitResult:
     """Predict the test set with the requested experiments, TTA and merge, validate, and write.
 
     Args:
@@ -175,7 +180,7 @@ def oof_metrics(fmt: SampleFormat, oof: np.ndarray, y: np.ndarray, labels: np.nd
     return score_predictions(y, labels, probs, list(SCORE_METRICS))
 
 
-def _render(plan: SubmitPlan, request: SubmitRequest, ids: list[str], probs: np.ndarray, labels,
+def _render(plan: SubmitPlan, request: SubmitRequest, ids: list[str], probs: np.ndarray, labels: np.ndarray | None,
             out_dir: Path) -> tuple[SubmitResult, dict[Path, str]]:
     """The submission (validated) and its -probs.csv as texts, keyed by the paths they go to."""
     chosen = plan.prediction

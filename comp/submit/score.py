@@ -183,5 +183,5 @@ def ledger_rows(submission: Path, scores: dict[str, float], runs_dir: Path = RUN
     ]
 
 
-def _fmt(value) -> str:
+def _fmt(value: float | None) -> str:
     return "" if value is None else f"{float(value):.6f}"

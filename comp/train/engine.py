@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -16,6 +18,9 @@ from comp.device import Runtime
 from comp.errors import TrainError
 from comp.metrics import compute_metrics
 from comp.train.optim import PER_STEP, ModelEma
+
+if TYPE_CHECKING:
+    from torch.utils.data import DataLoader
 
 
 @dataclass
@@ -66,7 +71,8 @@ def _optimizer_step(model: nn.Module, loss: torch.Tensor, ctx: StepContext) -> N
         ctx.ema.update(model)
 
 
-def train_one_epoch(model: nn.Module, loader, epoch: int, ctx: StepContext, batches=None) -> dict[str, float]:
+def train_one_epoch(model: nn.Module, loader: DataLoader, epoch: int, ctx: StepContext,
+                    batches: Iterator | None = None) -> dict[str, float]:
     """Train for one epoch; returns ``train_loss``, ``seconds`` and ``images_per_s``.
 
     Args:
@@ -125,7 +131,7 @@ def _all_reduce_mean(total: torch.Tensor, count: int, runtime: Runtime) -> float
 
 
 @torch.inference_mode()
-def predict_logits(model: nn.Module, loader, ctx: StepContext) -> tuple[torch.Tensor, torch.Tensor]:
+def predict_logits(model: nn.Module, loader: DataLoader, ctx: StepContext) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits (N, C) in float32 and labels (N,) for the whole loader, on the CPU."""
     model.eval()
     set_epoch(loader, 0)
@@ -141,7 +147,8 @@ def predict_logits(model: nn.Module, loader, ctx: StepContext) -> tuple[torch.Te
     return torch.cat(outputs).cpu(), torch.cat(targets).cpu()
 
 
-def evaluate(model: nn.Module, loader, index: np.ndarray, n_rows: int, ctx: StepContext) -> tuple[dict, np.ndarray]:
+def evaluate(model: nn.Module, loader: DataLoader, index: np.ndarray, n_rows: int,
+             ctx: StepContext) -> tuple[dict, np.ndarray]:
     """Metrics on the validation fold and its class probabilities (n_rows, C) in fold order.
 
     Under DDP each rank predicts its shard; shards are gathered so every rank sees all rows.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -239,7 +239,7 @@ class FoldTrainer:
         return FoldResult(self.spec.fold, self.history, self.best_epoch, self.best_score, self.stopped_early,
                           self.best_probs)
 
-    def _start_ahead(self, epoch: int):
+    def _start_ahead(self, epoch: int) -> Iterator | None:
         """Start loading epoch ``epoch`` now, so its workers work while this epoch validates.
 
         None: nothing to gain without workers, or no such epoch.
@@ -323,7 +323,7 @@ def oof_frame(comp: Competition, spec: FoldSpec, probs: np.ndarray, grade: bool 
                      probs @ np.arange(probs.shape[1]) if grade else None)
 
 
-def format_epoch(fold, row: dict, epochs: int, monitor: str, improved: bool) -> str:
+def format_epoch(fold: int | str, row: dict, epochs: int, monitor: str, improved: bool) -> str:
     """One summary line per epoch."""
     parts = [f"fold {fold} epoch {row['epoch']:>3}/{epochs}", f"train_loss {row['train_loss']:.4f}"]
     if "valid_loss" in row:

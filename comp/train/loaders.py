@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,18 +49,18 @@ class ShardedSampler(Sampler):
         self.inner, self.rank, self.world = inner, rank, world
 
     @property
-    def generator(self):
+    def generator(self) -> torch.Generator | None:
         """The inner sampler's generator."""
         return self.inner.generator
 
     @generator.setter
-    def generator(self, value) -> None:
+    def generator(self, value: torch.Generator | None) -> None:
         self.inner.generator = value
 
     def __len__(self) -> int:
         return math.ceil(len(self.inner) / self.world)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[int]:
         order = list(self.inner)
         order += order[: len(self) * self.world - len(order)]
         return iter(order[self.rank :: self.world])

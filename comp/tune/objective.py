@@ -155,7 +155,7 @@ def _frozen(trial: optuna.Trial) -> optuna.trial.FrozenTrial:
     return next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
 
 
-def _short(value) -> str:
+def _short(value: object) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     if isinstance(value, list):

@@ -11,6 +11,7 @@ import io
 import math
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -21,6 +22,9 @@ from optuna.exceptions import ExperimentalWarning  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
 from comp.io import atomic_write_bytes  # noqa: E402
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 LR_KEY = "train.lr"
 
@@ -65,18 +69,18 @@ def _importances_skip(complete: list, names: list[str]) -> str | None:
     return None
 
 
-def _history(study: optuna.Study, monitor: str):
+def _history(study: optuna.Study, monitor: str) -> Figure:
     ax = optuna.visualization.matplotlib.plot_optimization_history(study, target_name=monitor)
     return ax.figure
 
 
-def _importances(study: optuna.Study, monitor: str):
+def _importances(study: optuna.Study, monitor: str) -> Figure:
     evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
     ax = optuna.visualization.matplotlib.plot_param_importances(study, evaluator=evaluator, target_name=monitor)
     return ax.figure
 
 
-def _lr_vs_score(study: optuna.Study, monitor: str):
+def _lr_vs_score(study: optuna.Study, monitor: str) -> Figure:
     """Complete trials at their score; pruned ones at the best score they reported before stopping."""
     fig, ax = plt.subplots(figsize=(6, 4))
     maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
@@ -98,7 +102,7 @@ def _lr_vs_score(study: optuna.Study, monitor: str):
     return fig
 
 
-def _save(fig, path: Path) -> Path:
+def _save(fig: Figure, path: Path) -> Path:
     buffer = io.BytesIO()
     try:
         fig.tight_layout()

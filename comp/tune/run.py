@@ -23,6 +23,9 @@ from comp.errors import CompError, ConfigError, TuneError
 from comp.metrics import HIGHER_IS_BETTER
 
 if TYPE_CHECKING:
+    import optuna
+    from optuna.trial import FrozenTrial
+
     from comp.tune.study import StudySpec
 
 @dataclass
@@ -158,7 +161,7 @@ class _AfterTrial:
     def __init__(self, budget: int, log: Callable[[str], None]):
         self.budget, self.log = budget, log
 
-    def __call__(self, study, trial) -> None:
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         from comp.tune.objective import EPOCHS_ATTR
         from comp.tune.study import FINISHED, SURPLUS_ATTR, budget_reached, count_states, recover_stale
 

@@ -20,10 +20,13 @@ from __future__ import annotations
 import difflib
 import types
 from dataclasses import dataclass
-from typing import Any, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Any, Union, get_args, get_origin
 
 from comp.config import Config, apply_overrides, build_config, field_at, with_values
 from comp.errors import ConfigError
+
+if TYPE_CHECKING:
+    import optuna
 
 RANGE_KEYS = {"low", "high", "log", "step"}
 SPEC_KEYS = RANGE_KEYS | {"choices", "per_class", "power"}
@@ -99,7 +102,7 @@ def parse_space(cfg: Config, classes: list[str]) -> list[Dimension]:
     return dims
 
 
-def suggest(trial, dims: list[Dimension], classes: list[str]) -> dict[str, Any]:
+def suggest(trial: optuna.Trial, dims: list[Dimension], classes: list[str]) -> dict[str, Any]:
     """Ask ``trial`` for every dimension; return ``{dotted key: value as the config takes it}``."""
     values: dict[str, Any] = {}
     for dim in dims:
@@ -117,7 +120,7 @@ def apply_values(cfg: Config, values: dict[str, Any], source: str = "tune.space"
     return with_values(cfg, values, source)
 
 
-def _suggest_number(trial, name: str, dim: Dimension, kind: type) -> float | int:
+def _suggest_number(trial: optuna.Trial, name: str, dim: Dimension, kind: type) -> float | int:
     if kind is int:
         return trial.suggest_int(name, int(dim.low), int(dim.high), step=int(dim.step or 1), log=dim.log)
     return trial.suggest_float(name, dim.low, dim.high, step=dim.step, log=dim.log)

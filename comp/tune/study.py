@@ -19,14 +19,16 @@ import os
 import socket
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.distributions import BaseDistribution
 from optuna.exceptions import ExperimentalWarning, UpdateFinishedTrialError
 from optuna.samplers import BaseSampler, TPESampler
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from comp.errors import TuneError
 
@@ -141,25 +143,28 @@ class TrialSeededSampler(BaseSampler):
         self.seed = seed
         self._inner = TPESampler(seed=seed)
 
-    def before_trial(self, study, trial) -> None:
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         """Reseed the TPE sampler from ``(seed, trial number)``, then start the trial."""
         digest = hashlib.blake2b(repr((self.seed, trial.number)).encode(), digest_size=4).digest()
         self._inner = TPESampler(seed=int.from_bytes(digest, "little"))
         self._inner.before_trial(study, trial)
 
-    def infer_relative_search_space(self, study, trial):
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
         """The inner TPE sampler's relative search space."""
         return self._inner.infer_relative_search_space(study, trial)
 
-    def sample_relative(self, study, trial, search_space):
+    def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
+                        search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
         """Sample with the inner TPE sampler."""
         return self._inner.sample_relative(study, trial, search_space)
 
-    def sample_independent(self, study, trial, param_name, param_distribution):
+    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
+                           param_distribution: BaseDistribution) -> Any:
         """Sample one parameter with the inner TPE sampler."""
         return self._inner.sample_independent(study, trial, param_name, param_distribution)
 
-    def after_trial(self, study, trial, state, values) -> None:
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
+                    values: Sequence[float] | None) -> None:
         """Let the inner TPE sampler finish the trial."""
         self._inner.after_trial(study, trial, state, values)
 
@@ -237,7 +242,7 @@ def open_study(spec: StudySpec) -> optuna.Study:
 
 
 # -- the trial budget -------------------------------------------------------------------------------
-def count_states(study: optuna.Study, states=FINISHED) -> int:
+def count_states(study: optuna.Study, states: tuple[TrialState, ...] = FINISHED) -> int:
     """The number of the study's trials in ``states``."""
     return len(study.get_trials(deepcopy=False, states=states))
 
