@@ -27,6 +27,7 @@ from comp.data.prebuild import usable_cores
 if TYPE_CHECKING:
     import torch
 
+    from comp.config import Config
     from comp.device import Runtime
 
 DEFAULT_OUT = Path("bench-out/bench.json")
@@ -68,6 +69,13 @@ class OneLineParser(argparse.ArgumentParser):
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse the command line (``argv``; None: ``sys.argv``) into the run's options."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _resolve_args(parser, args)
+    return args
+
+
+def _parser() -> OneLineParser:
     parser = OneLineParser(prog="python -m benchmarks", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workloads", default="small,large,fundus",
@@ -96,7 +104,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="GPU sizes: " + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in REAL.items())
                         + " (options given explicitly win)")
     parser.add_argument("--quick", action="store_true", help="few images and repetitions: a smoke test")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _resolve_args(parser: OneLineParser, args: argparse.Namespace) -> None:
+    """Apply ``--real``, check the values and resolve the paths and lists (exit 2 with one line when wrong)."""
     if args.real:
         for key, value in REAL.items():
             if getattr(args, key) == parser.get_default(key):
@@ -121,7 +133,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             args.old = report.read_results(args.compare)
         except SystemExit as exc:
             parser.error(str(exc))
-    return args
 
 
 def cpu_name() -> str:
@@ -155,8 +166,7 @@ def workload_size(name: str, args: argparse.Namespace) -> int:
 def bench_workload(name: str, args: argparse.Namespace, plan: Plan, runtime: Runtime, step: dict,
                    log: Callable[[str], None]) -> dict:
     """Every per-workload figure: comp train, the plain loop, inference, and the ratios between them."""
-    from benchmarks import decode, pipelines, timm_train, workloads
-    from comp.data import resolve_num_workers
+    from benchmarks import decode, pipelines, workloads
 
     spec = workloads.get_spec(name, args.quick)
     log(f"[{name}] workload: {spec.n_train} train + {spec.n_test} test {spec.ext} images "
@@ -172,6 +182,21 @@ def bench_workload(name: str, args: argparse.Namespace, plan: Plan, runtime: Run
     log(f"[{name}] first pass: decoding the training images at {size} px, 4 ways")
     out["cache_build"] = decode.measure_cache_build(sorted((root / "train").iterdir()), size, args.threads,
                                                     work / "scratch")
+    out.update(_train_runs(name, args, cfg, work, runtime, log))
+    out["plain"] = _plain_runs(name, cfg, work, runtime, plan, log)
+    log(f"[{name}] inference, TTA none and d4")
+    out["inference"] = pipelines.run_inference(cfg, work, runtime, plan.infer_reps)
+    out["ratios"] = _ratios(out, step)
+    return out
+
+
+def _train_runs(name: str, args: argparse.Namespace, cfg: Config, work: Path, runtime: Runtime,
+                log: Callable[[str], None]) -> dict:
+    """Run comp train (and its compiled and on-device variants, and timm's train.py, where asked for)."""
+    from benchmarks import pipelines, timm_train
+    from comp.data import resolve_num_workers
+
+    out: dict = {}
     log(f"[{name}] comp train, {cfg.train.epochs} epochs from an empty cache")
     out["train"] = pipelines.run_comp_train_isolated(cfg, work)
     if args.compile == "both":
@@ -188,16 +213,28 @@ def bench_workload(name: str, args: argparse.Namespace, plan: Plan, runtime: Run
         log(f"[{name}] timm's train.py ({args.timm_train}), {cfg.train.epochs} epochs on the same images")
         out["timm_train"] = timm_train.run_timm_train(args.timm_train, cfg, work, pipelines.FOLD, runtime,
                                                       resolve_num_workers(cfg.data.num_workers), args.threads)
-    out["plain"] = {}
+    return out
+
+
+def _plain_runs(name: str, cfg: Config, work: Path, runtime: Runtime, plan: Plan,
+                log: Callable[[str], None]) -> dict:
+    """The plain loop per worker setting (the plan's and comp's own count), and the best of them."""
+    from benchmarks import pipelines
+    from comp.data import resolve_num_workers
+
+    plain: dict = {}
     for workers in sorted({*plan.plain_workers, resolve_num_workers("auto")}):  # and comp's own count
         log(f"[{name}] plain loop, num_workers={workers}")
-        out["plain"][f"workers{workers}"] = pipelines.run_plain_loop(cfg, work, runtime, workers, plan.plain_epochs)
-    best = max(out["plain"], key=lambda k: out["plain"][k]["median"])
-    out["plain"].update(best=out["plain"][best]["median"], best_setting=best)
-    log(f"[{name}] inference, TTA none and d4")
-    out["inference"] = pipelines.run_inference(cfg, work, runtime, plan.infer_reps)
+        plain[f"workers{workers}"] = pipelines.run_plain_loop(cfg, work, runtime, workers, plan.plain_epochs)
+    best = max(plain, key=lambda k: plain[k]["median"])
+    plain.update(best=plain[best]["median"], best_setting=best)
+    return plain
+
+
+def _ratios(out: dict, step: dict) -> dict:
+    """The workload's speed ratios: comp train against the model step, timm's train.py and the plain loop."""
     later = out["train"]["later_epochs"]["median"]
-    out["ratios"] = {
+    return {
         "train_vs_step": later / step["ours"]["median"],
         **({"compiled_vs_step": out["train_compiled"]["later_epochs"]["median"] / step["ours"]["median"]}
            if "train_compiled" in out else {}),
@@ -209,7 +246,6 @@ def bench_workload(name: str, args: argparse.Namespace, plan: Plan, runtime: Run
         "first_epoch_vs_plain": out["train"]["first_epoch"] / out["plain"]["best"],
         "cache_vs_opencv": out["cache_build"]["comp_all"] / out["cache_build"]["opencv_threads"],
     }
-    return out
 
 
 def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict:
@@ -217,7 +253,6 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict:
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     import torch
 
-    from benchmarks import measure, report, workloads
     from comp.config import TrainConfig
     from comp.device import setup_runtime
 
@@ -227,13 +262,35 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict:
     runtime = setup_runtime(TrainConfig(device=args.device, threads=args.threads))
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
-    results: dict = {"meta": {**device_meta(runtime.device, args.threads), "batch_size": args.batch_size,
-                              "image_size": args.image_size, "quick": args.quick, "plan": asdict(plan),
-                              "amp": str(runtime.amp_dtype).replace("torch.", "") if runtime.amp_dtype else "fp32",
-                              "channels_last": True, "compile": args.compile, "real": args.real,
-                              "augment": args.augment, "on_device": args.on_device,
-                              "timm_train": str(args.timm_train) if args.timm_train else None,
-                              "command": " ".join(sys.argv)}}
+    results: dict = {"meta": _meta(args, runtime, plan)}
+    steps = _model_steps(args, names, runtime, plan, results, log)
+    results["workloads"] = {name: bench_workload(name, args, plan, runtime, steps[workload_size(name, args)], log)
+                            for name in names}
+    theory = (results.get("peak_theoretical") or {}).get("gflops")
+    for figures in results["model_step"].values():
+        figures["mfu_theoretical"] = {k: v * results["peak"]["median"] / theory for k, v in figures["mfu"].items()
+                                      } if theory else None
+    results["meta"]["seconds"] = round(time.perf_counter() - started, 1)
+    _finish(results, args, old, log)
+    return results
+
+
+def _meta(args: argparse.Namespace, runtime: Runtime, plan: Plan) -> dict:
+    """The run's settings and machine, for the results' ``meta``."""
+    return {**device_meta(runtime.device, args.threads), "batch_size": args.batch_size,
+            "image_size": args.image_size, "quick": args.quick, "plan": asdict(plan),
+            "amp": str(runtime.amp_dtype).replace("torch.", "") if runtime.amp_dtype else "fp32",
+            "channels_last": True, "compile": args.compile, "real": args.real,
+            "augment": args.augment, "on_device": args.on_device,
+            "timm_train": str(args.timm_train) if args.timm_train else None,
+            "command": " ".join(sys.argv)}
+
+
+def _model_steps(args: argparse.Namespace, names: list[str], runtime: Runtime, plan: Plan, results: dict,
+                 log: Callable[[str], None]) -> dict[int, dict]:
+    """Measure the peak and every model step into ``results``; returns the first model's step per image size."""
+    from benchmarks import measure, workloads
+
     sizes = tuple(n * (4 if runtime.device.type == "cuda" else 1) for n in plan.peak_sizes)
     log(f"device {results['meta']['device_name']} ({runtime.device}), {args.threads} threads; peak matmul of "
         f"{', '.join(map(str, sizes))}")
@@ -252,13 +309,13 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict:
         steps[size] = results["model_step"][f"{args.models[0]}@{size}px"] = measure.measure_model_step(
             args.models[0], args.batch_size, size, len(workloads.CLASS_FRACTIONS), runtime, plan.step_reps,
             plan.step_warmup, plan.min_rep_s, results["peak"]["median"])
-    results["workloads"] = {name: bench_workload(name, args, plan, runtime, steps[workload_size(name, args)], log)
-                            for name in names}
-    theory = (results.get("peak_theoretical") or {}).get("gflops")
-    for figures in results["model_step"].values():
-        figures["mfu_theoretical"] = {k: v * results["peak"]["median"] / theory for k, v in figures["mfu"].items()
-                                      } if theory else None
-    results["meta"]["seconds"] = round(time.perf_counter() - started, 1)
+    return steps
+
+
+def _finish(results: dict, args: argparse.Namespace, old: dict | None, log: Callable[[str], None]) -> None:
+    """Evaluate the targets and the comparison, write the results and log the table."""
+    from benchmarks import report
+
     results["targets"] = report.evaluate_targets(results)
     if old is not None:
         results["compare"] = {"file": str(args.compare), "figures": report.compare(results, old)}
@@ -268,7 +325,6 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict:
     missed = [t["figure"] for t in results["targets"] if not t["pass"]]
     log(f"\n{len(results['targets']) - len(missed)}/{len(results['targets'])} targets met; "
         f"{results['meta']['seconds']:.0f} s; wrote {args.out}")
-    return results
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,6 +27,32 @@ def _holder(path: Path) -> str:
     return text or "another process"
 
 
+def _open_lock_file(path: Path, shared: bool) -> int | None:
+    """The lock file's descriptor; None for a reader that cannot open it (a read-only run)."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        if not shared:
+            raise
+        return None
+
+
+def _take(fd: int, path: Path, run_dir: Path, shared: bool) -> None:
+    """Lock ``fd`` without waiting and write this process into the file.
+
+    Raises:
+        LockError: Another process holds the lock (naming it, from the file).
+    """
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+    except BlockingIOError:
+        what = "being written by" if shared else "in use by"
+        raise LockError(f"{run_dir}: {what} {_holder(path)}; wait for it to finish (or stop it), "
+                        f"then run the command again") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"PID {os.getpid()} ({' '.join(['comp', *sys.argv[1:]])[:200]})\n".encode(), 0)
+
+
 @contextmanager
 def experiment_lock(run_dir: Path, shared: bool = False) -> Iterator[None]:
     """Hold the experiment's lock for the ``with`` block.
@@ -45,25 +71,13 @@ def experiment_lock(run_dir: Path, shared: bool = False) -> Iterator[None]:
     created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / LOCK_NAME
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError:
-        if not shared:
-            raise
-        fd = None
+    fd = _open_lock_file(path, shared)
     if fd is None:
         yield  # a read-only run cannot be written to, so there is nothing to exclude
         return
     ok = False
     try:
-        try:
-            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
-        except BlockingIOError:
-            what = "being written by" if shared else "in use by"
-            raise LockError(f"{run_dir}: {what} {_holder(path)}; wait for it to finish (or stop it), "
-                            f"then run the command again") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"PID {os.getpid()} ({' '.join(['comp', *sys.argv[1:]])[:200]})\n".encode(), 0)
+        _take(fd, path, run_dir, shared)
         yield
         ok = True
     finally:

@@ -73,6 +73,20 @@ def test_unknown_workload_is_refused():
         workloads.get_spec("huge")
 
 
+def _check_quick_workload(figures: dict) -> None:
+    """The figures of one workload of the quick run in test_quick_run_writes_every_figure_and_compares."""
+    assert len(figures["train"]["epochs"]) == 2 and figures["train"]["train_images"] == 20
+    assert {"workers0", "workers2", "best"} <= set(figures["plain"])
+    assert figures["inference"]["images"] == 4 and figures["inference"]["tta_ratio"] > 0
+    assert figures["train"]["memory"]["peak_mb"] > 0
+    assert set(figures["ratios"]) == {"train_vs_step", "train_vs_plain", "first_epoch_vs_plain", "cache_vs_opencv"}
+    build = figures["cache_build"]
+    assert build["images"] == 25 and build["threads"] == 2
+    assert all(build[k] > 0 for k in ("comp_all", "comp_one", "opencv_threads", "pil"))
+    assert figures["train"]["cache_seconds"] > 0  # comp train built the cache before epoch 1 ...
+    assert figures["train"]["first_epoch"] < figures["train"]["epochs"][0]  # ... and epoch 1 pays its share
+
+
 @pytest.mark.slow
 def test_quick_run_writes_every_figure_and_compares(tmp_path, tiny_workloads, keep_threads):
     out = tmp_path / "bench.json"
@@ -92,17 +106,7 @@ def test_quick_run_writes_every_figure_and_compares(tmp_path, tiny_workloads, ke
         assert step["mfu_theoretical"]["ours"] == pytest.approx(
             step["mfu"]["ours"] * saved["peak"]["median"] / saved["peak_theoretical"]["gflops"])
     for name in ("small", "large", "fundus"):
-        figures = saved["workloads"][name]
-        assert len(figures["train"]["epochs"]) == 2 and figures["train"]["train_images"] == 20
-        assert {"workers0", "workers2", "best"} <= set(figures["plain"])
-        assert figures["inference"]["images"] == 4 and figures["inference"]["tta_ratio"] > 0
-        assert figures["train"]["memory"]["peak_mb"] > 0
-        assert set(figures["ratios"]) == {"train_vs_step", "train_vs_plain", "first_epoch_vs_plain", "cache_vs_opencv"}
-        build = figures["cache_build"]
-        assert build["images"] == 25 and build["threads"] == 2
-        assert all(build[k] > 0 for k in ("comp_all", "comp_one", "opencv_threads", "pil"))
-        assert figures["train"]["cache_seconds"] > 0  # comp train built the cache before epoch 1 ...
-        assert figures["train"]["first_epoch"] < figures["train"]["epochs"][0]  # ... and epoch 1 pays its share
+        _check_quick_workload(saved["workloads"][name])
     assert sorted(p.suffix for p in (Path(saved["workloads"]["fundus"]["data"]["folder"]) / "train").iterdir())[0] in (
         ".jpg", ".png") and saved["workloads"]["fundus"]["data"]["format"] == "mixed"
     assert len(saved["targets"]) == 14 and all(isinstance(t["pass"], bool) for t in saved["targets"])

@@ -61,3 +61,31 @@ def test_nothing_imports_upward_or_sideways():
             if target not in ("comp", unit) and LEVEL[target] >= LEVEL[unit]:
                 upward.append(f"{path.relative_to(COMP.parent)} imports {module}")
     assert upward == []
+
+
+MAX_FUNCTION_LINES = 50  # STYLE.md: functions under ~50 lines; split by meaning, a helper per step
+MAX_MODULE_LINES = 400  # STYLE.md: modules of 100-400 lines
+
+
+def _function_lines(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    """Lines from the first decorator to the end of the body, less the docstring's."""
+    start = min([d.lineno for d in node.decorator_list] + [node.lineno])
+    length = node.end_lineno - start + 1
+    first = node.body[0]
+    if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+        length -= first.end_lineno - first.lineno + 1
+    return length
+
+
+def test_functions_and_modules_stay_small():
+    long_functions, long_modules = [], []
+    for path in sorted(COMP.rglob("*.py")):
+        source = path.read_text()
+        name = path.relative_to(COMP.parent).as_posix()
+        if len(source.splitlines()) > MAX_MODULE_LINES:
+            long_modules.append(f"{name}: {len(source.splitlines())} lines")
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and _function_lines(node) > MAX_FUNCTION_LINES:
+                long_functions.append(f"{name}:{node.lineno} {node.name}: {_function_lines(node)} lines")
+    assert not long_functions, f"functions over {MAX_FUNCTION_LINES} lines (docstring excluded): {long_functions}"
+    assert not long_modules, f"modules over {MAX_MODULE_LINES} lines: {long_modules}"

@@ -71,6 +71,20 @@ def _optimizer_step(model: nn.Module, loss: torch.Tensor, ctx: StepContext) -> N
         ctx.ema.update(model)
 
 
+def _batch_loss(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, epoch: int, step: int,
+                ctx: StepContext) -> torch.Tensor:
+    """The training loss of one device batch: augmented on the device, normalised, mixed, forward."""
+    if ctx.batch_augment is not None:
+        images = ctx.batch_augment(images, epoch, step)  # (B, C, H, W) uint8, flipped, turned, recoloured
+    images = normalize_batch(images, ctx.mean, ctx.std)  # (B, C, H, W) float
+    targets, criterion = labels, ctx.criterion
+    if ctx.mixer is not None and ctx.mixer.active(epoch):
+        images, targets = ctx.mixer(images, labels, epoch, step)  # targets (B, K), rows sum to 1
+        criterion = ctx.soft_criterion
+    with ctx.runtime.autocast():
+        return criterion(model(images), targets)
+
+
 def train_one_epoch(model: nn.Module, loader: DataLoader, epoch: int, ctx: StepContext,
                     batches: Iterator | None = None) -> dict[str, float]:
     """Train for one epoch; returns ``train_loss``, ``seconds`` and ``images_per_s``.
@@ -98,15 +112,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, epoch: int, ctx: StepC
                unit="batch")
     for step, batch in enumerate(bar):
         images, labels = to_device(batch, device, ctx.channels_last)
-        if ctx.batch_augment is not None:
-            images = ctx.batch_augment(images, epoch, step)  # (B, C, H, W) uint8, flipped, turned, recoloured
-        images = normalize_batch(images, ctx.mean, ctx.std)  # (B, C, H, W) float
-        targets, criterion = labels, ctx.criterion
-        if ctx.mixer is not None and ctx.mixer.active(epoch):
-            images, targets = ctx.mixer(images, labels, epoch, step)  # targets (B, K), rows sum to 1
-            criterion = ctx.soft_criterion
-        with ctx.runtime.autocast():
-            loss = criterion(model(images), targets)
+        loss = _batch_loss(model, images, labels, epoch, step, ctx)
         _optimizer_step(model, loss, ctx)
         total += loss.detach() * len(labels)
         seen += len(labels)

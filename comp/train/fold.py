@@ -210,9 +210,7 @@ class FoldTrainer:
         monitor = self.cfg.train.monitor
         ahead = None  # the next epoch's batches, started before this epoch's validation
         if self.runtime.is_main and self.start_epoch == 0:
-            steps = len(self.loaders.train) * self.spec.epochs
-            for line in setting_warnings(self.cfg, steps, self.runtime.distributed):
-                log(f"fold {self.spec.fold}: {line}")
+            self._log_setting_warnings(log)
         for epoch in range(self.start_epoch, self.spec.epochs):
             if self.finished:
                 break
@@ -238,6 +236,11 @@ class FoldTrainer:
             self.write_outputs()
         return FoldResult(self.spec.fold, self.history, self.best_epoch, self.best_score, self.stopped_early,
                           self.best_probs)
+
+    def _log_setting_warnings(self, log: Callable[[str], None]) -> None:
+        steps = len(self.loaders.train) * self.spec.epochs
+        for line in setting_warnings(self.cfg, steps, self.runtime.distributed):
+            log(f"fold {self.spec.fold}: {line}")
 
     def _start_ahead(self, epoch: int) -> Iterator | None:
         """Start loading epoch ``epoch`` now, so its workers work while this epoch validates.
