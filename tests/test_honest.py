@@ -401,3 +401,13 @@ def test_a_pretrained_timm_model_is_normalised_with_its_own_mean_and_std():
     assert resolve_normalization(vit.model_copy(update={"pretrained": None}), None, None)[0] == IMAGENET_MEAN
     assert resolve_normalization(vit, (0.1, 0.2, 0.3), (1, 1, 1)) == ((0.1, 0.2, 0.3), (1, 1, 1))  # as set
     assert load_config(_demo_config()).augment.mean == (0.5, 0.5, 0.5)
+
+
+def test_a_new_setting_at_its_neutral_value_keeps_earlier_runs_hashes():
+    """augment.on_device arrived after runs were trained: at false those runs train exactly as before, so
+    their config hash (checked by --resume, --full and the CV) must not change with the upgrade."""
+    from comp.config import Config, with_values
+    from comp.train.runner import training_hash
+
+    assert training_hash(Config()) == "5ed1b67020b1349c"  # the default config's hash before the new key
+    assert training_hash(with_values(Config(), {"augment.on_device": True}, "test")) != "5ed1b67020b1349c"

@@ -30,6 +30,10 @@ from comp.train.loaders import prebuild_train_cache
 
 # Settings that change where or how fast a run goes, not what it learns: a resume may change them.
 RUNTIME_ONLY = {"data": ("num_workers", "cache_dir"), "train": ("device", "threads", "compile")}
+# Settings added after runs were trained, with the value under which those runs trained: left out of the
+# hash at that value, so an upgrade does not turn every earlier run into "another config" (a refused
+# --resume, folds left out of the CV and of --full). A new setting is added here with its neutral value.
+NEUTRAL = {"augment": {"on_device": False}}
 
 
 def training_hash(cfg: Config) -> str:
@@ -40,6 +44,10 @@ def training_hash(cfg: Config) -> str:
     for section, keys in RUNTIME_ONLY.items():
         for key in keys:
             raw[section].pop(key, None)
+    for section, values in NEUTRAL.items():
+        for key, neutral in values.items():
+            if raw[section].get(key, neutral) == neutral:
+                raw[section].pop(key, None)
     return hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()[:16]
 
 
