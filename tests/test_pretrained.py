@@ -350,3 +350,21 @@ def test_train_offline_without_cache_is_one_line_exit_2(tiny_project, hub_cache,
     assert len(lines) == 1 and "Traceback" not in result.output  # refused before the image cache is built
     assert "models--timm--resnet18.a1_in1k" in lines[0] and str(hub_cache) in lines[0]
     assert not list((project["dir"] / "runs").glob("exp/fold0/*.pt"))
+
+
+def test_hub_without_the_file_online_says_so_not_unreachable(hub_cache, monkeypatch):
+    """Online, a repo that has none of timm's file names is not 'the hub cannot be reached'."""
+    import timm.models._hub as timm_hub
+    from huggingface_hub.errors import EntryNotFoundError
+
+    def download(repo_id, filename, revision=None, cache_dir=None, local_files_only=False):
+        raise EntryNotFoundError(f"{repo_id}/{filename} not found")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(timm_hub, "hf_hub_download", download)
+    with pytest.raises(ModelError) as exc:
+        create_model(ModelConfig(name="resnet18", pretrained="imagenet"), 1000, 3)
+    message = str(exc.value)
+    assert "cannot be reached" not in message and "timm/resnet18.a1_in1k on the Hugging Face hub has no" in message
+    assert "model.pretrained=<path" in message and "\n" not in message

@@ -105,17 +105,22 @@ def download_weights(source: str, name: str) -> Path:
     repo_id, _, revision = cfg.hf_hub_id.partition("@")
     cache, offline = hub_cache_dir(), hub_offline()
     files = [cfg.hf_hub_filename] if cfg.hf_hub_filename else list(HUB_FILES)
+    absent_online = []  # names the hub answered for: the repo has no such file
     for filename in files:
         try:
             return Path(hf_hub_download(repo_id=repo_id, filename=filename, revision=revision or None,
                                         cache_dir=cache, local_files_only=offline))
-        except EntryNotFoundError:
-            continue  # the repo has no such file online: try timm's next name
         except LocalEntryNotFoundError:
             continue  # not cached (and no network or offline): try the next name, then say so
+        except EntryNotFoundError:
+            absent_online.append(filename)  # the repo has no such file online: try timm's next name
         except HfHubHTTPError as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise ModelError(f"model.pretrained={source}: the hub refused {repo_id}/{filename} ({first})") from None
+    if absent_online == files:
+        raise ModelError(f"model.pretrained={source}: {repo_id} on the Hugging Face hub has no "
+                         f"{' or '.join(files)}; pick another tag (timm.list_pretrained('{cfg.architecture}.*')) "
+                         f"or set model.pretrained=<path to a local .safetensors/.pth file>")
     folder = cache / f"models--{repo_id.replace('/', '--')}"
     why = "offline mode (HF_HUB_OFFLINE) is on" if offline else "the hub cannot be reached"
     raise ModelError(

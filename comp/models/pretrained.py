@@ -282,10 +282,12 @@ def find_cached_weights(name: str) -> Path:
 def _hf_candidates(cfg: PretrainedCfg) -> list[Path]:
     if not cfg.hf_hub_id:
         return []
-    from huggingface_hub import constants, try_to_load_from_cache
+    from huggingface_hub import try_to_load_from_cache
+
+    from comp.models.hub import hub_cache_dir
 
     repo_id, _, revision = cfg.hf_hub_id.partition("@")
-    cache = constants.HF_HUB_CACHE
+    cache = hub_cache_dir()  # as the environment names it now, like the hub download
     found = []
     for filename in filter(None, (cfg.hf_hub_filename, "model.safetensors", "pytorch_model.bin")):
         hit = try_to_load_from_cache(repo_id, filename, cache_dir=cache, revision=revision or None)
