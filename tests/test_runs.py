@@ -99,3 +99,19 @@ def test_trained_run_matches_the_records(tiny_project):
     written = json.loads(run.cv.read_text())
     assert list(written) == [field.name for field in dataclasses.fields(CVSummary)]
     assert CVSummary.read(run.cv) == summary.cv
+
+
+def test_a_metrics_file_of_another_layout_is_a_fold_to_retrain_not_a_crash(tiny_project):
+    """A fold<k>/metrics.json missing keys (older comp, hand-edited) does not belong to this CV: the CV
+    waits for it, --full does not count it; nothing raises (it used to be skipped, then it was a TypeError)."""
+    project = tiny_project(**{"train": {"epochs": 1}})
+    cfg = load_config(project["path"])
+    run_training(cfg, folds=[0, 1], log=lambda _: None)
+    run = RunFolder.of("exp", project["dir"] / "runs")
+    run.member(1).metrics.write_text("{}")
+    assert run_training(cfg, folds=[], log=lambda _: None).cv is None
+    metrics = json.loads(run.member(0).metrics.read_text())
+    del metrics["stopped_early"]
+    run.member(0).metrics.write_text(json.dumps(metrics))
+    assert FoldMetrics.read(run.member(0).metrics).finished  # a key added later reads with its default
+    assert not FoldMetrics.read(run.member(1).metrics).belongs_to("", "")

@@ -70,18 +70,20 @@ class FoldMetrics:
         folds_hash: The folds file's hash.
     """
 
-    fold: int | str
-    monitor: str
-    mode: str
-    best_epoch: int
-    best_score: float | None
-    epochs_run: int
-    epochs_planned: int
-    finished: bool
-    stopped_early: bool
-    metrics: dict[str, float]
-    config_hash: str | None
-    folds_hash: str | None
+    # Defaults: a file from an older comp (or hand-edited) that lacks a key reads as not finished on no
+    # folds file, i.e. a fold to train again, never a crash.
+    fold: int | str | None = None
+    monitor: str = ""
+    mode: str = ""
+    best_epoch: int = 0
+    best_score: float | None = None
+    epochs_run: int = 0
+    epochs_planned: int = 0
+    finished: bool = False
+    stopped_early: bool = False
+    metrics: dict[str, float] = field(default_factory=dict)
+    config_hash: str | None = None
+    folds_hash: str | None = None
 
     @classmethod
     def read(cls, path: Path) -> FoldMetrics:
