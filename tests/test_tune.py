@@ -296,3 +296,41 @@ def test_two_workers_end_with_exactly_the_requested_trials(project):
     assert sum(t.state in FINISHED for t in trials) == 5
     assert all(t.state in FINISHED or t.user_attrs.get("surplus") for t in trials)
     assert len({t.number for t in trials}) == len(trials)
+
+
+
+class _ExitingWorker:
+    """A worker that ends between two of the parent's looks: its last messages reach the queue as it exits."""
+
+    def __init__(self):
+        self.exited = False
+
+    def is_alive(self):
+        self.exited = True  # it exits right now, flushing what it queued
+        return False
+
+    def join(self):
+        self.exited = True
+
+
+class _FlushedOnExit:
+    def __init__(self, worker, messages):
+        self.worker, self.messages = worker, list(messages)
+
+    def get(self, timeout=None):
+        from queue import Empty
+
+        if not self.worker.exited or not self.messages:
+            raise Empty
+        return self.messages.pop(0)
+
+
+def test_a_workers_lines_and_error_reach_the_parent_even_after_it_is_gone():
+    """The worker queued its last line and its error and exited between the parent's empty read and its
+    is_alive check: both are still logged and raised (the relay used to return with neither)."""
+    from comp.tune.run import _relay
+
+    lines, worker = [], _ExitingWorker()
+    queue = _FlushedOnExit(worker, [("log", 3, "trial 0: complete"), ("error", 3, "tune.space: bad range")])
+    assert _relay([worker], queue, lines.append) == {3: "tune.space: bad range"}
+    assert lines == ["[worker 3] trial 0: complete"]

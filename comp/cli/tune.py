@@ -10,6 +10,7 @@ import click
 
 from comp.cli import main
 from comp.cli.common import config_options, echo_table, parse_folds, with_shortcuts
+from comp.errors import ConfigError
 
 if TYPE_CHECKING:
     from comp.config import Config
@@ -47,6 +48,8 @@ def tune(cfg: Config, trials: int | None, timeout: float | None, n_workers: int,
     folds = None
     if fold_arg is not None:  # all: every fold of the folds file
         folds = parse_folds(fold_arg, "--folds")
+        if folds == []:
+            raise ConfigError("--folds none: a trial is scored on at least one fold; use all, N or a list such as 0,2")
         folds = list(range(cfg.folds.k)) if folds is None else folds
     cfg = with_shortcuts(cfg, {"--epochs": ("tune.epochs", epochs), "--pruner": ("tune.pruner", pruner),
                                "--folds": ("tune.folds", folds)})

@@ -11,6 +11,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from comp.lock import LOCK_NAME
+
 RUNS_DIR = Path("runs")  # relative to the project folder (the working directory)
 FULL = "full"  # the member trained on all labelled data (``comp train --full``)
 STAGING = ".staging"  # runs/<exp>/.staging/<member>: a fold trains here and replaces <member> only when complete
@@ -19,7 +21,7 @@ _FOLD = re.compile(r"^fold(\d+)$")
 
 # File names inside a member folder (fold<k>/ or full/) and at the experiment's top.
 BEST, LAST, HISTORY, METRICS, OOF = "best.pt", "last.pt", "history.csv", "metrics.json", "oof.csv"
-CV, CONFIG, LOCK = "cv.json", "config.yaml", ".lock"
+CV, CONFIG, LOCK = "cv.json", "config.yaml", LOCK_NAME
 TUNE, REPORT = "tune", "report"
 BEST_PARAMS, TUNE_SUMMARY, TRIALS = "best_params.yaml", "summary.json", "trials"
 

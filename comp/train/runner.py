@@ -18,13 +18,13 @@ from comp.config import Config, write_resolved
 from comp.data.loader import resolve_num_workers
 from comp.data.prebuild import CacheBuild, Progress
 from comp.device import Runtime, barrier, setup_runtime, teardown
-from comp.errors import TrainError
+from comp.errors import ArtifactError, TrainError
 from comp.folds import Folds, folds_hash, read_folds
 from comp.lock import experiment_lock
 from comp.metrics import HIGHER_IS_BETTER, METRICS, compute_metrics
 from comp.models.factory import check_name
 from comp.runs.layout import FULL, MemberDir, RunFolder
-from comp.runs.records import CVSummary, FoldMetrics, oof_probs, read_oof, write_oof
+from comp.runs.records import CVSummary, FoldMetrics, oof_probs, read_json, read_oof, write_oof
 from comp.train.fold import EpochCallback, FoldResult, FoldSpec, FoldTrainer
 from comp.train.loaders import prebuild_train_cache
 
@@ -262,8 +262,10 @@ def tuned_split(run: RunFolder, fhash: str, fold_of_row: np.ndarray, table: pd.D
     ``tuned_folds``: the folds ``comp tune`` scored its trials on, from ``tune/summary.json``;
     ``untuned``: mean and pooled OOF metrics of the other folds (the CV no hyperparameter was chosen on).
     """
-    path = run.tune_summary
-    summary = json.loads(path.read_text()) if path.is_file() else {}
+    try:
+        summary = read_json(run.tune_summary) if run.tune_summary.is_file() else {}
+    except ArtifactError:  # a torn summary names no tuned folds: the whole CV is reported, unsplit
+        summary = {}
     if summary.get("folds_hash", fhash) != fhash:
         summary = {}  # tuned on another folds file: its fold numbers mean other rows
     tuned = sorted(int(f) for f in summary.get("folds") or [])

@@ -198,8 +198,6 @@ def _run_processes(cfg: Config, options: TuneOptions, spec: StudySpec, budget: i
     for proc in procs:
         proc.start()
     errors = _relay(procs, queue, log)
-    for proc in procs:
-        proc.join()
     failed = [(i, p.exitcode) for i, p in enumerate(procs) if p.exitcode != 0 and i not in errors]
     if errors:
         i, message = next(iter(errors.items()))
@@ -210,19 +208,32 @@ def _run_processes(cfg: Config, options: TuneOptions, spec: StudySpec, budget: i
 
 
 def _relay(procs: list, queue: Any, log: Callable[[str], None]) -> dict[int, str]:
-    """Pass the workers' lines to ``log`` until they have all ended; returns their errors by worker."""
+    """Pass the workers' lines to ``log`` and return their errors by worker.
+
+    Reads while any worker lives, then, once all are joined, what is left in the queue (a process
+    flushes its queue as it exits: what it put just before is read there, not lost).
+    """
     errors: dict[int, str] = {}
-    while True:
-        try:
-            kind, index, text = queue.get(timeout=0.2)
-        except Empty:
-            if not any(p.is_alive() for p in procs):
-                return errors
-            continue
+
+    def take(message: tuple) -> None:
+        kind, index, text = message
         if kind == "log":
             log(f"[worker {index}] {text}")
         else:
             errors.setdefault(index, text)
+
+    while any(p.is_alive() for p in procs):
+        try:
+            take(queue.get(timeout=0.2))
+        except Empty:
+            continue
+    for proc in procs:
+        proc.join()
+    while True:
+        try:
+            take(queue.get(timeout=0.05))
+        except Empty:
+            return errors
 
 
 def _worker_main(raw: dict, options: TuneOptions, spec: StudySpec, budget: int, index: int, queue: Any) -> None:
@@ -231,8 +242,8 @@ def _worker_main(raw: dict, options: TuneOptions, spec: StudySpec, budget: int, 
         run_worker(Config.model_validate(raw), options, spec, budget, lambda line: queue.put(("log", index, line)))
     except CompError as exc:
         queue.put(("error", index, str(exc)))
-    except KeyboardInterrupt:  # the parent got the same Ctrl-C and reports it
-        pass
+    except KeyboardInterrupt:  # the parent usually got the same Ctrl-C; if not, it reports this one
+        queue.put(("error", index, "interrupted; rerun comp tune to continue the study"))
 
 
 def _finish(cfg: Config, options: TuneOptions, spec: StudySpec, budget: int, epochs_per_trial: int,
