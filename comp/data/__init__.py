@@ -9,8 +9,9 @@ in torch and albumentations.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from comp.lazy import lazy_getattr
 
 _EXPORTS = {
     "read_image": "images",
@@ -70,9 +71,4 @@ if TYPE_CHECKING:
     from comp.data.views import centre_view
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'comp.data' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"comp.data.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _EXPORTS, globals())

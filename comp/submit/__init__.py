@@ -10,8 +10,9 @@ Modules: :mod:`~comp.submit.format` (the sample's shape, building a submission),
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from comp.lazy import lazy_getattr
 
 _EXPORTS = {
     "SubmitRequest": "make",
@@ -39,9 +40,4 @@ if TYPE_CHECKING:
     from comp.submit.validate import check_file
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'comp.submit' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"comp.submit.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _EXPORTS, globals())
