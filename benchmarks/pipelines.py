@@ -31,7 +31,7 @@ from comp.predict.experiment import predict_test
 from comp.predict.inference import resolve_settings
 from comp.predict.runs import Experiment, Member
 from comp.predict.tta import parse_tta
-from comp.runs.checkpoint import load_checkpoint
+from comp.runfolder.checkpoint import load_checkpoint
 from comp.train.optim import create_optimizer
 from comp.train.runner import run_training
 

@@ -30,7 +30,7 @@ from comp.config_sections import (  # noqa: F401  (re-exported: comp.config is w
     _plain_name,
 )
 from comp.errors import ConfigError
-from comp.runs.layout import CONFIG, RUNS_DIR, RunFolder
+from comp.runfolder.layout import CONFIG, RUNS_DIR, RunFolder
 
 DEFAULT_CONFIG = Path("configs/demo.yaml")
 
@@ -75,7 +75,7 @@ class Config(Section):
 
     @property
     def run_dir(self) -> Path:
-        """``runs/<name>``: the experiment's folder (its layout: :class:`comp.runs.layout.RunFolder`)."""
+        """``runs/<name>``: the experiment's folder (its layout: :class:`comp.runfolder.layout.RunFolder`)."""
         return RUNS_DIR / self.name
 
     @property

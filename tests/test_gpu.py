@@ -18,7 +18,7 @@ from comp.cli import main
 from comp.config import load_config
 from comp.data import create_loader, normalize_batch, to_device
 from comp.device import resolve_amp
-from comp.runs.checkpoint import load_checkpoint
+from comp.runfolder.checkpoint import load_checkpoint
 from comp.train.optim import create_optimizer
 from comp.train.runner import run_training
 

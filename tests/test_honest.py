@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from comp.config import load_config
-from comp.runs.checkpoint import load_checkpoint
+from comp.runfolder.checkpoint import load_checkpoint
 from comp.train.optim import create_criterion
 from comp.train.runner import run_training
 

@@ -11,8 +11,8 @@ COMP = Path(__file__).resolve().parents[1] / "comp"
 # from a unit of its own layer (predict must not reach into train for a shared leaf: those live below both).
 LAYERS = [
     {"errors"},
-    {"io", "classes", "lock", "metrics", "demo"},
-    {"runs", "config_sections"},
+    {"io", "classes", "lock", "metrics", "demo", "lazy"},
+    {"runfolder", "config_sections"},
     {"config"},
     {"competition", "data", "models"},
     {"folds", "device"},

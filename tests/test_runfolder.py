@@ -12,10 +12,10 @@ import pytest
 
 from comp.config import load_config
 from comp.errors import ArtifactError
-from comp.runs import layout
-from comp.runs.checkpoint import CHECKPOINT_KEYS, RESUME_KEYS, load_checkpoint
-from comp.runs.layout import FULL, RunFolder, classes_of, member_name, parse_member, prob_columns
-from comp.runs.records import CVSummary, FoldMetrics, oof_table, read_oof, write_oof
+from comp.runfolder import layout
+from comp.runfolder.checkpoint import CHECKPOINT_KEYS, RESUME_KEYS, load_checkpoint
+from comp.runfolder.layout import FULL, RunFolder, classes_of, member_name, parse_member, prob_columns
+from comp.runfolder.records import CVSummary, FoldMetrics, oof_table, read_oof, write_oof
 from comp.train.runner import run_training
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "artifacts.md"

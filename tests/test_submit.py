@@ -21,7 +21,7 @@ from comp.errors import CheckpointError, SubmitError
 from comp.folds import folds_hash, make_folds, write_folds
 from comp.models.factory import create_model
 from comp.predict.runs import check_classes, load_experiment
-from comp.runs.checkpoint import save_checkpoint
+from comp.runfolder.checkpoint import save_checkpoint
 from comp.submit.format import build_submission, sample_format
 from comp.submit.score import infer_experiment
 from comp.submit.validate import check_file

@@ -21,7 +21,7 @@ from click.testing import CliRunner
 from comp.cli import main
 from comp.config import load_config
 from comp.errors import CheckpointError, FoldsError, TrainError
-from comp.runs.checkpoint import load_checkpoint
+from comp.runfolder.checkpoint import load_checkpoint
 from comp.train.runner import run_training
 
 

@@ -31,7 +31,7 @@ from comp.config import Config
 from comp.errors import BundleError
 from comp.io import atomic_write_text, current_umask
 from comp.lock import experiment_lock
-from comp.runs.layout import RUNS_DIR
+from comp.runfolder.layout import RUNS_DIR
 from comp.submit.make import SubmitPlan, SubmitRequest, plan_submission
 
 if TYPE_CHECKING:

@@ -8,7 +8,7 @@ import click
 
 from comp.cli import main
 from comp.cli.common import echo_table
-from comp.runs.layout import RUNS_DIR
+from comp.runfolder.layout import RUNS_DIR
 
 
 @main.command()

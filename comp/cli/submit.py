@@ -10,7 +10,7 @@ import click
 
 from comp.cli import main
 from comp.cli.common import config_options, echo_table
-from comp.runs.layout import RUNS_DIR
+from comp.runfolder.layout import RUNS_DIR
 
 if TYPE_CHECKING:
     from comp.config import Config

@@ -13,7 +13,7 @@ from comp.cli.common import config_options, echo_table, parse_folds, progress_ba
 
 if TYPE_CHECKING:
     from comp.config import Config
-    from comp.runs.records import CVSummary
+    from comp.runfolder.records import CVSummary
 
 
 @main.command()

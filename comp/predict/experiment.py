@@ -14,7 +14,7 @@ from comp.predict.ensemble import merge_probs
 from comp.predict.inference import InferenceSettings, predict_merged, predict_view_logits
 from comp.predict.runs import Experiment
 from comp.predict.tta import View
-from comp.runs.layout import FULL
+from comp.runfolder.layout import FULL
 
 if TYPE_CHECKING:
     from torch.utils.data import DataLoader

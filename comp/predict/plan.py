@@ -29,7 +29,7 @@ from comp.predict.select import (
     union_views,
 )
 from comp.predict.tta import IDENTITY, View, parse_tta
-from comp.runs.layout import RUNS_DIR
+from comp.runfolder.layout import RUNS_DIR
 
 # Scores OOF probabilities (N, C) as the written file would be scored: with its labels when it has a label
 # column (the second argument: cut-point labels, or None for the argmax), else with its probabilities.

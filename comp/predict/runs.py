@@ -18,9 +18,9 @@ from comp.competition import Competition
 from comp.config import Config, ModelConfig
 from comp.errors import CheckpointError, SubmitError
 from comp.folds import Folds, folds_hash, read_folds
-from comp.runs.checkpoint import check_checkpoint, load_checkpoint
-from comp.runs.layout import FULL, RUNS_DIR, MemberDir, RunFolder, parse_member, prob_columns
-from comp.runs.records import TEXT_COLUMNS, CVSummary, oof_probs
+from comp.runfolder.checkpoint import check_checkpoint, load_checkpoint
+from comp.runfolder.layout import FULL, RUNS_DIR, MemberDir, RunFolder, parse_member, prob_columns
+from comp.runfolder.records import TEXT_COLUMNS, CVSummary, oof_probs
 
 
 @dataclass

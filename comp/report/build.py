@@ -11,7 +11,7 @@ from comp.io import atomic_write_text
 from comp.report import plots, tables
 from comp.report.html import Section, render_page
 from comp.report.runs import ReportError, RunData, load_run
-from comp.runs.layout import REPORT, RUNS_DIR, RunFolder
+from comp.runfolder.layout import REPORT, RUNS_DIR, RunFolder
 
 # Everything a report folder may hold; cleared first so a re-run never shows stale files.
 REPORT_FILES = (

@@ -16,8 +16,8 @@ import pandas as pd
 import yaml
 
 from comp.errors import ArtifactError, ReportError
-from comp.runs.layout import RUNS_DIR, MemberDir, RunFolder, classes_of
-from comp.runs.records import oof_probs, read_json, read_oof, read_table
+from comp.runfolder.layout import RUNS_DIR, MemberDir, RunFolder, classes_of
+from comp.runfolder.records import oof_probs, read_json, read_oof, read_table
 
 
 @dataclass

@@ -81,7 +81,7 @@ class MemberDir:
 
     @property
     def metrics(self) -> Path:
-        """The member's :class:`comp.runs.records.FoldMetrics`, written last."""
+        """The member's :class:`comp.runfolder.records.FoldMetrics`, written last."""
         return self.path / METRICS
 
     @property
@@ -126,7 +126,7 @@ class RunFolder:
 
     @property
     def cv(self) -> Path:
-        """The :class:`comp.runs.records.CVSummary`."""
+        """The :class:`comp.runfolder.records.CVSummary`."""
         return self.root / CV
 
     @property

@@ -17,7 +17,7 @@ import pandas as pd
 
 from comp.errors import ArtifactError
 from comp.io import atomic_write_text
-from comp.runs.layout import PROB_PREFIX, prob_columns
+from comp.runfolder.layout import PROB_PREFIX, prob_columns
 
 # Read ids and labels as text: labels keep their spelling ("007", "NA").
 TEXT_COLUMNS = {"dtype": {"id": str, "label": str}, "keep_default_na": False}
@@ -125,18 +125,19 @@ class CVSummary:
         untuned: ``{"folds", "mean", "oof"}`` of the other folds, or None.
     """
 
-    experiment: str
-    config_hash: str | None
-    folds: str
-    folds_hash: str | None
-    classes: list[str]
-    monitor: str
-    mode: str
-    per_fold: dict[str, dict[str, float]]
-    mean: dict[str, float]
-    std: dict[str, float]
-    oof: dict[str, float]
-    best_epochs: list[int]
+    # Defaults: a summary written by an older comp reads with what it lacks empty.
+    experiment: str = ""
+    config_hash: str | None = None
+    folds: str = ""
+    folds_hash: str | None = None
+    classes: list[str] = field(default_factory=list)
+    monitor: str = ""
+    mode: str = ""
+    per_fold: dict[str, dict[str, float]] = field(default_factory=dict)
+    mean: dict[str, float] = field(default_factory=dict)
+    std: dict[str, float] = field(default_factory=dict)
+    oof: dict[str, float] = field(default_factory=dict)
+    best_epochs: list[int] = field(default_factory=list)
     complete: bool = True
     tuned_folds: list[int] = field(default_factory=list)
     untuned: dict[str, Any] | None = None
@@ -148,10 +149,7 @@ class CVSummary:
         Raises:
             ArtifactError: The file is not readable JSON.
         """
-        data = read_json(path, "re-run comp train")
-        return _from_dict(cls, {"per_fold": {}, "mean": {}, "std": {}, "oof": {}, "best_epochs": [],
-                                "classes": [], "folds": "", "monitor": "", "mode": "", "experiment": "",
-                                "config_hash": None, "folds_hash": None, **data})
+        return _from_dict(cls, read_json(path, "re-run comp train"))
 
     @classmethod
     def read_if_present(cls, path: Path) -> CVSummary | None:

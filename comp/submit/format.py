@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from comp.errors import SubmitError
-from comp.runs.layout import prob_column
+from comp.runfolder.layout import prob_column
 
 SUM_TOLERANCE = 1e-3  # |sum of a row's probabilities - 1|
 FLOAT_FORMAT = "%.8g"

@@ -34,7 +34,7 @@ from comp.predict.plan import (
 )
 from comp.predict.select import PolicyScore
 from comp.predict.tta import IDENTITY
-from comp.runs.layout import RUNS_DIR
+from comp.runfolder.layout import RUNS_DIR
 from comp.submit.format import SampleFormat, build_submission, probs_frame, sample_format, to_csv_text
 from comp.submit.score import SCORE_METRICS, score_predictions
 from comp.submit.validate import validate_text

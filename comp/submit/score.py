@@ -19,7 +19,7 @@ import pandas as pd
 from comp.errors import SubmitError
 from comp.io import atomic_write_text
 from comp.metrics import compute_metrics
-from comp.runs.layout import RUNS_DIR, RunFolder
+from comp.runfolder.layout import RUNS_DIR, RunFolder
 from comp.submit.format import SampleFormat, read_text_csv
 from comp.submit.validate import check_file
 

@@ -20,9 +20,9 @@ from comp.device import Runtime, broadcast_from_main
 from comp.errors import CheckpointError, TrainError
 from comp.metrics import HIGHER_IS_BETTER, is_better
 from comp.models.factory import create_model, resolve_normalization
-from comp.runs.checkpoint import capture_rng, check_checkpoint, load_checkpoint, restore_rng, save_checkpoint
-from comp.runs.layout import MemberDir
-from comp.runs.records import FoldMetrics, oof_table, write_history, write_oof
+from comp.runfolder.checkpoint import capture_rng, check_checkpoint, load_checkpoint, restore_rng, save_checkpoint
+from comp.runfolder.layout import MemberDir
+from comp.runfolder.records import FoldMetrics, oof_table, write_history, write_oof
 from comp.train.checks import setting_warnings, use_sync_bn
 from comp.train.engine import StepContext, evaluate, train_one_epoch
 from comp.train.finetune import set_backbone_frozen

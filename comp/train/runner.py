@@ -23,8 +23,8 @@ from comp.folds import Folds, folds_hash, read_folds
 from comp.lock import experiment_lock
 from comp.metrics import HIGHER_IS_BETTER, METRICS, compute_metrics
 from comp.models.factory import check_name
-from comp.runs.layout import FULL, MemberDir, RunFolder
-from comp.runs.records import CVSummary, FoldMetrics, oof_probs, read_json, read_oof, write_oof
+from comp.runfolder.layout import FULL, MemberDir, RunFolder
+from comp.runfolder.records import CVSummary, FoldMetrics, oof_probs, read_json, read_oof, write_oof
 from comp.train.fold import EpochCallback, FoldResult, FoldSpec, FoldTrainer
 from comp.train.loaders import prebuild_train_cache
 

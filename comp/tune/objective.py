@@ -16,7 +16,7 @@ from comp.config import Config, write_resolved
 from comp.device import Runtime
 from comp.errors import TrainError
 from comp.folds import Folds, folds_hash
-from comp.runs.layout import TRIALS
+from comp.runfolder.layout import TRIALS
 from comp.train.runner import fold_spec, run_fold, training_hash
 from comp.tune.space import Dimension, apply_values, suggest
 from comp.tune.study import SURPLUS_ATTR, WORKER_ATTR, TuneError, is_surplus, requeue, worker_mark
