@@ -115,3 +115,19 @@ def test_a_metrics_file_of_another_layout_is_a_fold_to_retrain_not_a_crash(tiny_
     run.member(0).metrics.write_text(json.dumps(metrics))
     assert FoldMetrics.read(run.member(0).metrics).finished  # a key added later reads with its default
     assert not FoldMetrics.read(run.member(1).metrics).belongs_to("", "")
+
+
+def test_metrics_json_is_written_last(tiny_project, monkeypatch):
+    """A fold whose OOF table failed to write has no metrics.json: nothing reads it as complete."""
+    import comp.train.fold as fold_module
+
+    project = tiny_project(**{"train": {"epochs": 1}})
+
+    def torn(path, frame):
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(fold_module, "write_oof", torn)
+    with pytest.raises(OSError):
+        run_training(load_config(project["path"]), folds=[0], log=lambda _: None)
+    staging = RunFolder.of("exp", project["dir"] / "runs").member(0).staging
+    assert staging.history.is_file() and not staging.metrics.is_file()

@@ -309,10 +309,10 @@ class FoldTrainer:
             metrics={k: v for k, v in best_row.items() if k not in ("epoch", "lr", "seconds", "images_per_s")},
             config_hash=self.spec.config_hash, folds_hash=self.spec.folds_hash,
         )
-        metrics.write(out.metrics)
         if self.best_probs is not None:
             grade = self.cfg.model.head == "regress"
             write_oof(out.oof, oof_frame(self.comp, self.spec, self.best_probs, grade))
+        metrics.write(out.metrics)  # last: its presence means the member's other files are complete
 
 
 def oof_frame(comp: Competition, spec: FoldSpec, probs: np.ndarray, grade: bool = False) -> pd.DataFrame:
